@@ -1,0 +1,99 @@
+"""Load and validate a notebook; expose its cells as immutable records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .diagnostics import NotebookLoadError
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    id: str
+    cell_type: str
+    source: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Notebook:
+    name: str
+    path: str | None
+    digest: str
+    cells: tuple[Cell, ...]
+    node: Any  # the nbformat NotebookNode, kept for writing output notebooks
+
+
+def read_notebook_node(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise NotebookLoadError(f"{p}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotebookLoadError(f"{p}: cannot be read: {exc}") from exc
+    return parse_notebook_text(text, str(p))
+
+
+def parse_notebook_text(text: str, label: str = "<notebook>") -> Any:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotebookLoadError(
+            f"{label}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno}"
+        ) from exc
+    if not isinstance(raw, dict) or "cells" not in raw:
+        raise NotebookLoadError(f"{label}: not a notebook: no 'cells' list")
+    try:
+        node = nbformat.from_dict(raw)
+        major = int(node.get("nbformat", 4))
+        if major != 4:
+            node = nbformat.convert(node, 4)
+        # Old notebooks lack cell ids; normalize adds them without touching anything else.
+        _, node = nbformat.validator.normalize(node)
+        node = nbformat.from_dict(node)
+        nbformat.validate(node)
+    except nbformat.ValidationError as exc:
+        raise NotebookLoadError(f"{label}: not a valid notebook: {exc.message}") from exc
+    except Exception as exc:  # nbformat raises assorted errors for malformed input
+        raise NotebookLoadError(f"{label}: not a valid notebook: {exc}") from exc
+    return node
+
+
+def notebook_from_node(node: Any, name: str, path: str | None = None) -> Notebook:
+    cells = []
+    for index, cell in enumerate(node.cells):
+        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        tags = tuple(str(t).strip() for t in cell.get("metadata", {}).get("tags", []) or [])
+        cells.append(
+            Cell(
+                index=index,
+                id=str(cell.get("id") or f"cell-{index}"),
+                cell_type=cell.cell_type,
+                source=source,
+                tags=tags,
+            )
+        )
+    digest = hashlib.sha256(
+        json.dumps(node, sort_keys=True, ensure_ascii=False).encode()
+    ).hexdigest()
+    return Notebook(name=name, path=path, digest=digest, cells=tuple(cells), node=node)
+
+
+def load_notebook(path: str | Path) -> Notebook:
+    p = Path(path)
+    node = read_notebook_node(p)
+    return notebook_from_node(node, name=pipeline_name_for(p), path=str(p))
+
+
+def pipeline_name_for(path: Path) -> str:
+    stem = path.stem
+    cleaned = "".join(ch if (ch.isalnum() or ch in "-_") else "-" for ch in stem).strip("-")
+    return cleaned or "pipeline"
