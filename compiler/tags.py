@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 from .notebook import Cell
 
+# nbformat forbids commas inside a tag, so lists are written as repeated tags
+# (`after:a` `after:b`, `resources:cpu=2` `resources:memory=4GiB`) or with ';' (`after:a;b`).
+# Commas are still read, for notebooks written by tools that skip validation.
+_LIST_SEPARATORS = re.compile(r"[;,]")
 TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 # Roles a cell can have besides "task body".
@@ -29,7 +33,13 @@ _ROLE_TAGS = {
 _TASK_PREFIXES = ("task:", "step:", "block:")  # block: is Kale's older spelling of step:
 _AFTER_PREFIXES = ("after:", "prev:")
 # Tags other tools put on cells; known, so not worth a warning.
-_FOREIGN_TAGS = {"injected-parameters", "hide-input", "hide-output", "remove-cell", "raises-exception"}
+_FOREIGN_TAGS = {
+    "injected-parameters",
+    "hide-input",
+    "hide-output",
+    "remove-cell",
+    "raises-exception",
+}
 _FOREIGN_PREFIXES = ("annotation:", "label:")
 
 _UNITS = {
@@ -98,7 +108,7 @@ def parse_cpu(text: str) -> float:
 
 def _parse_resources(spec: str) -> dict[str, float]:
     out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
+    for part in filter(None, (p.strip() for p in _LIST_SEPARATORS.split(spec))):
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep:
@@ -153,12 +163,16 @@ def parse_cell_tags(cell: Cell) -> CellTags:
             elif low.startswith(_TASK_PREFIXES):
                 name = tag.split(":", 1)[1].strip()
                 if not TASK_NAME_RE.match(name):
-                    problem(tag, f"task name {name!r} must start with a letter or _ and "
-                                 "contain only letters, digits, _ and -")
+                    problem(
+                        tag,
+                        f"task name {name!r} must start with a letter or _ and "
+                        "contain only letters, digits, _ and -",
+                    )
                 else:
                     task = name
             elif low.startswith(_AFTER_PREFIXES):
-                after.extend(n.strip() for n in tag.split(":", 1)[1].split(",") if n.strip())
+                names = _LIST_SEPARATORS.split(tag.split(":", 1)[1])
+                after.extend(n.strip() for n in names if n.strip())
             elif low.startswith("resources:"):
                 resources.update(_parse_resources(tag.split(":", 1)[1]))
             elif low.startswith("limit:"):

@@ -1,0 +1,470 @@
+"""Per-cell analysis: what each cell binds, reads and mutates, as an ordered list of events.
+
+Each code cell is analysed once into a frozen `CellAnalysis`; `dag.py` only folds and joins these
+records. Nothing here executes notebook code: it is all `ast` and ast-grep over the source.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from IPython.core.inputtransformer2 import TransformerManager
+
+from .diagnostics import Diagnostic
+from .io_rules import IOScan, scan_io
+from .notebook import Cell
+
+# Names that exist in every IPython namespace without being bound by the notebook.
+IPYTHON_NAMES = frozenset({"get_ipython", "display", "In", "Out", "exit", "quit", "_", "__", "___"})
+BUILTIN_NAMES = frozenset(dir(builtins)) | IPYTHON_NAMES
+
+# Cell magics whose body is Python that runs in the user namespace; every other cell magic
+# (%%bash, %%html, %%writefile, %%capture's captured text...) is opaque to the analysis.
+PYTHON_BODY_CELL_MAGICS = frozenset({"time", "timeit", "prun"})
+_CELL_MAGIC_RE = re.compile(r"^\s*%%(\w+)[ \t]*([^\n]*)\n?")
+
+
+@dataclass(frozen=True)
+class NameEvent:
+    """One thing a statement does with a name, in execution order."""
+
+    kind: str  # "read" | "def" | "mutate" | "deferred" (free name in a function body)
+    name: str
+    line: int  # 1-based, in the cell
+    col: int  # 1-based
+    stmt: int  # index of the top-level statement in the cell
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A top-level statement: the unit setup cells are sliced into."""
+
+    source: str  # Python source (after IPython's transformer)
+    first_line: int
+    defs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    cell: Cell
+    python: str  # the cell's source as Python (magics transformed)
+    normalized: str  # AST dump without positions: comments and formatting do not count
+    events: tuple[NameEvent, ...]
+    statements: tuple[Statement, ...]
+    io: IOScan
+    diagnostics: tuple[Diagnostic, ...]
+
+
+_transformer = TransformerManager()
+
+
+def to_python(source: str) -> str:
+    """Cell source -> Python, with IPython's own input transformer (magics, !shell, help?).
+
+    Plain Python is returned as is: the transformer is slow (~0.4 ms a cell) and only needed when
+    the source is not already valid Python.
+    """
+    try:
+        ast.parse(source)
+        return source
+    except SyntaxError:
+        return _transformer.transform_cell(source)
+
+
+def _cell_magic(source: str) -> tuple[str, str, int] | None:
+    """(magic name, its argument line, line offset of the body) for a %% cell, else None."""
+    m = _CELL_MAGIC_RE.match(source)
+    if not m:
+        return None
+    offset = source[: m.start(1)].count("\n") + 1
+    return m.group(1), m.group(2).strip(), offset
+
+
+def analyse_cell(cell: Cell) -> CellAnalysis:
+    return _analyse_cell_cached(cell)
+
+
+@lru_cache(maxsize=4096)
+def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
+    python = to_python(cell.source)
+    magic = _cell_magic(cell.source)
+    body_python, line_offset = python, 0
+    opaque_binds: tuple[str, ...] = ()
+    if magic is not None:
+        name, args, offset = magic
+        if name in PYTHON_BODY_CELL_MAGICS:
+            body_python = to_python(cell.source.split("\n", offset)[-1] if offset else "")
+            line_offset = offset
+        else:
+            # The body is not Python (or is only captured): analyse the magic call, not the body.
+            body_python = python
+            if name == "capture":
+                opaque_binds = tuple(a for a in args.split() if not a.startswith("-"))[:1]
+    try:
+        tree = ast.parse(body_python)
+    except SyntaxError as exc:
+        line = (exc.lineno or 1) + line_offset
+        diag = Diagnostic(
+            "error",
+            "syntax-error",
+            f"syntax error: {exc.msg}",
+            cell.index,
+            cell.id,
+            line,
+            exc.offset or 1,
+        )
+        return CellAnalysis(cell, python, "", (), (), scan_io(""), (diag,))
+
+    visitor = _EventVisitor(line_offset)
+    for i, stmt in enumerate(tree.body):
+        visitor.stmt = i
+        visitor.visit(stmt)
+    events = list(visitor.events)
+    for name in opaque_binds:
+        events.append(NameEvent("def", name, 1, 1, 0))
+
+    statements = tuple(_statements(body_python, tree, line_offset))
+    normalized = ast.dump(
+        ast.parse(python) if body_python is not python else tree,
+        annotate_fields=False,
+        include_attributes=False,
+    )
+    io = scan_io(body_python) if _may_touch_io(body_python) else _EMPTY_SCAN
+    if line_offset:
+        io = _shift_scan(io, line_offset)
+    return CellAnalysis(cell, python, normalized, tuple(events), statements, io, ())
+
+
+_EMPTY_SCAN = IOScan((), (), (), (), ())
+# Words without which no rule in compiler/rules can match; most cells contain none of them, and
+# skipping the ast-grep parse for those keeps large notebooks fast.
+_IO_HINTS = re.compile(
+    r"read_|to_|open|load|dump|save|write_|input|pip|conda|random|rand|seed|rng|shuffle"
+    r"|split|Forest|Boost|KMeans|Fold|Random|torch"
+)
+
+
+def _may_touch_io(source: str) -> bool:
+    return _IO_HINTS.search(source) is not None
+
+
+def _shift_scan(scan: IOScan, offset: int) -> IOScan:
+    from dataclasses import replace
+
+    def shift(items: tuple) -> tuple:
+        return tuple(replace(i, line=i.line + offset) for i in items)
+
+    return IOScan(
+        shift(scan.reads),
+        shift(scan.writes),
+        shift(scan.hazards),
+        shift(scan.random_uses),
+        tuple(s + offset for s in scan.seeds),
+    )
+
+
+def _statements(python: str, tree: ast.Module, line_offset: int) -> list[Statement]:
+    lines = python.splitlines()
+    out = []
+    for stmt in tree.body:
+        first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+        last = stmt.end_lineno or stmt.lineno
+        source = "\n".join(lines[first - 1 : last])
+        defs = tuple(sorted(_stmt_defs(stmt)))
+        out.append(Statement(source, first + line_offset, defs))
+    return out
+
+
+def _stmt_defs(stmt: ast.stmt) -> set[str]:
+    v = _EventVisitor(0)
+    v.visit(stmt)
+    return {e.name for e in v.events if e.kind == "def"}
+
+
+def _base_name(node: ast.expr) -> ast.Name | None:
+    """`df` for df["c"], df.a.b, df[0][1]; None for anything not rooted in a plain name."""
+    while isinstance(node, ast.Attribute | ast.Subscript):
+        node = node.value
+    return node if isinstance(node, ast.Name) else None
+
+
+class _EventVisitor(ast.NodeVisitor):
+    """Module-level name events of one statement, in the order Python evaluates them."""
+
+    def __init__(self, line_offset: int):
+        self.line_offset = line_offset
+        self.events: list[NameEvent] = []
+        self.stmt = 0
+
+    def _emit(self, kind: str, name: str, node: ast.AST) -> None:
+        line = getattr(node, "lineno", 1) + self.line_offset
+        col = getattr(node, "col_offset", 0) + 1
+        self.events.append(NameEvent(kind, name, line, col, self.stmt))
+
+    # --- plain names ---------------------------------------------------------------------------
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self._emit("read", node.id, node)
+        elif isinstance(node.ctx, ast.Store):
+            self._emit("def", node.id, node)
+
+    # --- assignment targets ------------------------------------------------------------------
+    def _target(self, target: ast.expr) -> None:
+        if isinstance(target, ast.Name):
+            self._emit("def", target.id, target)
+        elif isinstance(target, ast.Tuple | ast.List):
+            for elt in target.elts:
+                self._target(elt)
+        elif isinstance(target, ast.Starred):
+            self._target(target.value)
+        elif isinstance(target, ast.Attribute | ast.Subscript):
+            # df["c"] = ... / model.coef_ = ...: reads the object, then mutates it.
+            self.visit(target)
+            base = _base_name(target)
+            if base is not None:
+                self._emit("mutate", base.id, base)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for target in node.targets:
+            self._target(target)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        if isinstance(node.target, ast.Name):
+            self._emit("read", node.target.id, node.target)
+        self._target(node.target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.annotation)
+        if node.value is not None:
+            self.visit(node.value)
+            self._target(node.target)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self._target(node.target)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self.visit(node.iter)
+        self._target(node.target)
+        for stmt in node.body + node.orelse:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
+
+    def visit_With(self, node: ast.With | ast.AsyncWith) -> None:
+        for item in node.items:
+            self.visit(item.context_expr)
+            if item.optional_vars is not None:
+                self._target(item.optional_vars)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    visit_AsyncWith = visit_With
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            if isinstance(target, ast.Attribute | ast.Subscript):
+                self._target(target)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        if node.name:
+            self._emit("def", node.name, node)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._emit("def", alias.asname or alias.name.split(".")[0], node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                self._emit("def", alias.asname or alias.name, node)
+
+    # --- mutation through calls ----------------------------------------------------------------
+    def visit_Expr(self, node: ast.Expr) -> None:
+        self.visit(node.value)
+        # A method call whose result is dropped is called for its effect: lst.append(x),
+        # model.fit(X, y), df.drop(columns=..., inplace=True).
+        call = node.value
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
+            base = _base_name(call.func.value)
+            if base is not None:
+                self._emit("mutate", base.id, base)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        inline = _python_line_magic(node)
+        if inline is not None:
+            self._visit_inline_code(inline, node)
+            return
+        self.generic_visit(node)
+        inplace = any(
+            k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in node.keywords
+        )
+        if inplace and isinstance(node.func, ast.Attribute):
+            base = _base_name(node.func.value)
+            if base is not None:
+                self._emit("mutate", base.id, base)
+
+    def _visit_inline_code(self, code: str, call: ast.Call) -> None:
+        """`%time x = f()` runs `x = f()` in the user namespace: analyse it in place."""
+        try:
+            inner = ast.parse(code)
+        except SyntaxError:
+            return
+        for sub in ast.walk(inner):
+            if hasattr(sub, "lineno"):
+                # The code sits inside a string: its place is the magic's line.
+                setattr(sub, "lineno", call.lineno)  # noqa: B010
+                setattr(sub, "col_offset", call.col_offset)  # noqa: B010
+        for stmt in inner.body:
+            self.visit(stmt)
+
+    # --- nested scopes -------------------------------------------------------------------------
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for dec in node.decorator_list:
+            self.visit(dec)
+        self._visit_arguments_outer(node.args)
+        if node.returns is not None:
+            self.visit(node.returns)
+        self._emit("def", node.name, node)
+        self._deferred(node.body, _argument_names(node.args), node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._visit_arguments_outer(node.args)
+        self._deferred([node.body], _argument_names(node.args), node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for expr in node.decorator_list + node.bases + [k.value for k in node.keywords]:
+            self.visit(expr)
+        self._emit("def", node.name, node)
+        self._deferred(node.body, set(), node)
+
+    def _visit_arguments_outer(self, args: ast.arguments) -> None:
+        # Defaults and annotations are evaluated when the def runs, in the enclosing scope.
+        for expr in list(args.defaults) + [d for d in args.kw_defaults if d is not None]:
+            self.visit(expr)
+
+    def _deferred(self, body: list, bound: set[str], owner: ast.AST) -> None:
+        """Free names of a function/class body: read when it is called, not when defined."""
+        local, used, globals_ = _scope_names(body)
+        local |= bound
+        for name, node in used:
+            if name not in local or name in globals_:
+                self._emit("deferred", name, node)
+        for name in globals_ & local:
+            # `global x; x = ...` inside a function binds a module name.
+            self._emit("def", name, owner)
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
+        local: set[str] = set()
+        for gen in node.generators:
+            for sub in ast.walk(gen.target):
+                if isinstance(sub, ast.Name):
+                    local.add(sub.id)
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in local:
+                self._emit("read", sub.id, sub)
+            elif isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                self._emit("def", sub.target.id, sub.target)
+
+    visit_ListComp = _comprehension
+    visit_SetComp = _comprehension
+    visit_GeneratorExp = _comprehension
+    visit_DictComp = _comprehension
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.pattern is not None:
+            self.visit(node.pattern)
+        if node.name:
+            self._emit("def", node.name, node)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name:
+            self._emit("def", node.name, node)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        self.generic_visit(node)
+        if node.rest:
+            self._emit("def", node.rest, node)
+
+    def visit_Global(self, node: ast.Global) -> None:
+        return None
+
+
+def _python_line_magic(call: ast.Call) -> str | None:
+    """The code of `get_ipython().run_line_magic('time', 'code')` for magics that run Python."""
+    func = call.func
+    if not (
+        isinstance(func, ast.Attribute)
+        and func.attr == "run_line_magic"
+        and isinstance(func.value, ast.Call)
+        and isinstance(func.value.func, ast.Name)
+        and func.value.func.id == "get_ipython"
+        and len(call.args) == 2
+        and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args)
+    ):
+        return None
+    magic = call.args[0].value  # type: ignore[attr-defined]
+    code = call.args[1].value  # type: ignore[attr-defined]
+    if magic not in PYTHON_BODY_CELL_MAGICS:
+        return None
+    # Drop the magic's own options (%timeit -n 3 x = f()).
+    while code.startswith("-"):
+        parts = code.split(None, 2 if code[:2] in ("-n", "-r") else 1)
+        code = parts[-1] if len(parts) > 1 else ""
+    return code
+
+
+def _argument_names(args: ast.arguments) -> set[str]:
+    all_args = args.posonlyargs + args.args + args.kwonlyargs
+    names = {a.arg for a in all_args}
+    if args.vararg:
+        names.add(args.vararg.arg)
+    if args.kwarg:
+        names.add(args.kwarg.arg)
+    return names
+
+
+def _scope_names(body: list) -> tuple[set[str], list[tuple[str, ast.AST]], set[str]]:
+    """(names bound anywhere inside, names loaded with their first node, names declared global).
+
+    Nested scopes are merged into one: a small over-approximation of what is local that keeps
+    this a single pass over the body.
+    """
+    local: set[str] = set()
+    used: dict[str, ast.AST] = {}
+    globals_: set[str] = set()
+    for stmt in body:
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Load):
+                    used.setdefault(node.id, node)
+                else:
+                    local.add(node.id)
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                local.add(node.name)
+            elif isinstance(node, ast.arg):
+                local.add(node.arg)
+            elif isinstance(node, ast.alias):
+                if node.name != "*":
+                    local.add(node.asname or node.name.split(".")[0])
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                local.add(node.name)
+            elif isinstance(node, ast.Global | ast.Nonlocal):
+                if isinstance(node, ast.Global):
+                    globals_.update(node.names)
+            elif isinstance(node, ast.MatchAs | ast.MatchStar) and node.name:
+                local.add(node.name)
+    return local, list(used.items()), globals_

@@ -1,0 +1,56 @@
+"""The one compile entry point that the CLI, the Jupyter server and the widget call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .dag import Pipeline, build_pipeline
+from .diagnostics import Diagnostic, has_errors
+from .emit import pipeline_spec, python_module
+from .notebook import load_notebook, notebook_from_node, parse_notebook_text, pipeline_name_for
+
+
+@dataclass
+class CompileResult:
+    pipeline: Pipeline
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.diagnostics)
+
+    @property
+    def spec(self) -> dict[str, Any] | None:
+        """The pipeline as plain data; None when there are errors (nothing half-valid leaks)."""
+        return pipeline_spec(self.pipeline) if self.ok else None
+
+    def module_source(self) -> str:
+        return python_module(self.pipeline)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "spec": self.spec,
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+
+
+def compile_notebook(path: str | Path) -> CompileResult:
+    """Compile a notebook file. Raises NotebookLoadError when it is not a readable notebook."""
+    pipeline = build_pipeline(load_notebook(path))
+    return CompileResult(pipeline, pipeline.diagnostics)
+
+
+def compile_notebook_json(
+    notebook: dict[str, Any] | str, name: str, path: str | None = None
+) -> CompileResult:
+    """Compile notebook content (a dict or JSON text) that may not be saved yet."""
+    import json
+
+    text = notebook if isinstance(notebook, str) else json.dumps(notebook)
+    node = parse_notebook_text(text, name)
+    stem = pipeline_name_for(Path(name))
+    pipeline = build_pipeline(notebook_from_node(node, stem, path or name))
+    return CompileResult(pipeline, pipeline.diagnostics)

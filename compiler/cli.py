@@ -1,0 +1,176 @@
+"""`kiln`: compile, check, draw and run tagged notebooks.
+
+Every subcommand is a thin shell over `compiler.api` (and `compiler.runtime` for runs), the same
+library the Jupyter server extension calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import Diagnostic, NotebookLoadError
+
+EXIT_OK, EXIT_ERRORS, EXIT_UNREADABLE = 0, 1, 2
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic], path: str, stream: Any) -> None:
+    for d in diagnostics:
+        print(f"{path}: {d.render()}", file=stream)
+
+
+def _compile_or_exit(path: str, show: bool = True) -> tuple[Any, int]:
+    from .api import compile_notebook
+
+    try:
+        result = compile_notebook(path)
+    except NotebookLoadError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return None, EXIT_UNREADABLE
+    if show:
+        _print_diagnostics(
+            [d for d in result.diagnostics if d.severity != "info" or not result.ok],
+            path,
+            sys.stderr,
+        )
+    return result, EXIT_OK if result.ok else EXIT_ERRORS
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write next to the target and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    result, code = _compile_or_exit(args.notebook, show=False)
+    if result is None:
+        return code
+    if args.json:
+        print(json.dumps(result.to_dict()["diagnostics"], indent=2))
+    else:
+        _print_diagnostics(result.diagnostics, args.notebook, sys.stdout)
+        errors = sum(d.severity == "error" for d in result.diagnostics)
+        warnings = sum(d.severity == "warning" for d in result.diagnostics)
+        tasks = len(result.pipeline.tasks)
+        print(f"{args.notebook}: {tasks} task(s), {errors} error(s), {warnings} warning(s)")
+    return code
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .emit import spec_json
+
+    result, code = _compile_or_exit(args.notebook)
+    if result is None or code != EXIT_OK:
+        if result is not None:
+            print("kiln: errors found; nothing written", file=sys.stderr)
+        return code
+    out = Path(args.output)
+    spec = result.spec
+    write_atomically(out / "pipeline.json", spec_json(spec))
+    write_atomically(out / "tasks.py", result.module_source())
+    print(f"{result.pipeline.name} {spec['version']}: {len(spec['tasks'])} task(s) -> {out}/")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .graph import to_dot, to_mermaid
+
+    result, code = _compile_or_exit(args.notebook)
+    if result is None or code != EXIT_OK:
+        return code
+    spec = result.spec
+    if args.format == "mermaid":
+        print(to_mermaid(spec), end="")
+    elif args.format == "dot":
+        print(to_dot(spec), end="")
+    else:
+        dot = shutil.which("dot")
+        if dot is None:
+            print(
+                "kiln: SVG needs Graphviz's `dot` (apt-get install graphviz); "
+                "use --format dot or mermaid",
+                file=sys.stderr,
+            )
+            return EXIT_ERRORS
+        svg = subprocess.run(
+            [dot, "-Tsvg"], input=to_dot(spec), capture_output=True, text=True, check=True
+        ).stdout
+        print(svg, end="")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runtime.command import run_command
+
+    result, code = _compile_or_exit(args.notebook)
+    if result is None or code != EXIT_OK:
+        return code
+    return int(run_command(args, result.spec, args.notebook))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiln", description="Tagged Jupyter notebooks as versioned pipelines on Dask."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="print the notebook's diagnostics (exit 1 on errors)")
+    p.add_argument("notebook")
+    p.add_argument("--json", action="store_true", help="diagnostics as JSON")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("compile", help="write pipeline.json and tasks.py")
+    p.add_argument("notebook")
+    p.add_argument("-o", "--output", default="build", help="output folder (default: build)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("graph", help="print the DAG as Mermaid, DOT or SVG")
+    p.add_argument("notebook")
+    p.add_argument("--format", choices=["mermaid", "dot", "svg"], default="mermaid")
+    p.set_defaults(func=cmd_graph)
+
+    try:
+        from .runtime.command import add_run_arguments
+    except ImportError:  # the runtime's optional pieces are missing: compile-only install
+        add_run_arguments = None  # type: ignore[assignment]
+    if add_run_arguments is not None:
+        p = sub.add_parser("run", help="run the pipeline on Dask (local cluster by default)")
+        p.add_argument("notebook")
+        add_run_arguments(p)
+        p.set_defaults(func=cmd_run)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"kiln {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("kiln: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

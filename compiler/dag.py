@@ -1,0 +1,581 @@
+"""The pipeline IR: tasks built from cell analyses, joined by data flow and `after:` edges.
+
+Pure functions over the frozen records of `analysis.py`; nothing is parsed or executed here.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .analysis import BUILTIN_NAMES, CellAnalysis, NameEvent, Statement, analyse_cell
+from .diagnostics import Diagnostic
+from .notebook import Cell, Notebook
+from .tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags
+
+
+@dataclass(frozen=True)
+class ParameterDef:
+    name: str
+    default: Any
+    literal: bool
+
+
+@dataclass(frozen=True)
+class SetupStatement:
+    cell: Cell
+    statement: Statement
+    reads: tuple[NameEvent, ...]  # immediate and deferred reads of the statement
+
+
+@dataclass
+class Task:
+    name: str
+    cells: list[CellAnalysis]
+    tags: CellTags  # tags of the task's first cell (policies live there)
+    after: list[str] = field(default_factory=list)
+    # Filled by the fold over the cells' events:
+    reads: dict[str, NameEvent] = field(default_factory=dict)  # external names, first use
+    binds: list[str] = field(default_factory=list)  # names later tasks may read from this one
+    mutated: list[str] = field(default_factory=list)  # received names the task changes in place
+    # Filled by resolution:
+    inputs: dict[str, str] = field(default_factory=dict)
+    parameters: list[str] = field(default_factory=list)
+    setup: list[SetupStatement] = field(default_factory=list)
+    upstream: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    reads_files: list[str] = field(default_factory=list)
+    writes_files: list[str] = field(default_factory=list)
+    version: str = ""
+
+
+@dataclass
+class Pipeline:
+    name: str
+    notebook: Notebook
+    parameters: list[ParameterDef]
+    parameters_source: str
+    tasks: list[Task]  # topological order
+    diagnostics: list[Diagnostic]
+    version: str = ""
+
+
+def short_hash(payload: Any) -> str:
+    data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _diag(
+    severity: str,
+    code: str,
+    message: str,
+    cell: Cell | None = None,
+    line: int | None = None,
+    col: int | None = None,
+) -> Diagnostic:
+    return Diagnostic(
+        severity,  # type: ignore[arg-type]
+        code,
+        message,
+        cell.index if cell else None,
+        cell.id if cell else None,
+        line,
+        col,
+    )
+
+
+# --- 1. cells -> roles and tasks -----------------------------------------------------------------
+
+
+@dataclass
+class _Unit:
+    """A run of the notebook in order: a setup cell, the parameters cell, or a task."""
+
+    kind: str  # "setup" | "parameters" | "task"
+    cells: list[CellAnalysis]
+    task: Task | None = None
+
+
+def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
+    diagnostics: list[Diagnostic] = []
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    tagged = [(c, parse_cell_tags(c)) for c in code_cells]
+    for cell, tags in tagged:
+        for p in tags.problems:
+            diagnostics.append(
+                _diag(
+                    p.severity,
+                    "bad-tag" if p.severity == "error" else "unknown-tag",
+                    p.message,
+                    cell,
+                )
+            )
+    has_tasks = any(t.task for _, t in tagged)
+    units: list[_Unit] = []
+    current: Task | None = None
+    seen_names: dict[str, Cell] = {}
+    for cell, tags in tagged:
+        if tags.role == SKIP:
+            continue
+        if not cell.source.strip():
+            continue
+        analysis = analyse_cell(cell)
+        diagnostics.extend(analysis.diagnostics)
+        if tags.role == SETUP:
+            units.append(_Unit("setup", [analysis]))
+            continue
+        if tags.role == PARAMETERS:
+            units.append(_Unit("parameters", [analysis]))
+            continue
+        if not has_tasks:
+            if current is None:
+                current = Task(notebook.name, [], tags)
+                units.append(_Unit("task", current.cells, current))
+            current.cells.append(analysis)
+            continue
+        if tags.task:
+            if tags.task in seen_names:
+                first = seen_names[tags.task]
+                diagnostics.append(
+                    _diag(
+                        "error",
+                        "duplicate-task",
+                        f"task {tags.task!r} is already defined in cell {first.index}",
+                        cell,
+                    )
+                )
+            seen_names[tags.task] = cell
+            current = Task(tags.task, [analysis], tags, after=list(tags.after))
+            units.append(_Unit("task", current.cells, current))
+        elif current is None:
+            diagnostics.append(
+                _diag(
+                    "info",
+                    "before-first-task",
+                    "cell runs before the first task: treated as setup",
+                    cell,
+                )
+            )
+            units.append(_Unit("setup", [analysis]))
+        else:
+            current.cells.append(analysis)
+            current.after.extend(a for a in tags.after if a not in current.after)
+    return units, diagnostics
+
+
+# --- 2. per-task fold of name events -------------------------------------------------------------
+
+
+def fold_task_events(task: Task) -> None:
+    """Sequential semantics inside a task: what it reads from outside and what it leaves bound."""
+    local: set[str] = set()
+    binds: list[str] = []
+    mutated: list[str] = []
+    reads: dict[str, NameEvent] = {}
+    deferred: list[NameEvent] = []
+    for analysis in task.cells:
+        for ev in analysis.events:
+            if ev.kind == "read":
+                if ev.name not in local and ev.name not in reads:
+                    reads[ev.name] = _with_cell(ev, analysis.cell)
+            elif ev.kind == "def":
+                if ev.name not in local:
+                    local.add(ev.name)
+                    binds.append(ev.name)
+            elif ev.kind == "mutate":
+                if ev.name not in local and ev.name not in mutated:
+                    mutated.append(ev.name)
+            elif ev.kind == "deferred":
+                deferred.append(_with_cell(ev, analysis.cell))
+    for ev in deferred:
+        if ev.name not in local and ev.name not in reads:
+            reads[ev.name] = ev
+    task.reads = reads
+    task.binds = binds
+    task.mutated = mutated
+
+
+@dataclass(frozen=True)
+class _CellEvent(NameEvent):
+    cell: Cell | None = None
+
+
+def _with_cell(ev: NameEvent, cell: Cell) -> NameEvent:
+    return _CellEvent(ev.kind, ev.name, ev.line, ev.col, ev.stmt, cell)
+
+
+def _event_cell(ev: NameEvent) -> Cell | None:
+    return getattr(ev, "cell", None)
+
+
+# --- 3. parameters -----------------------------------------------------------------------------
+
+
+def parameter_defs(analysis: CellAnalysis) -> tuple[list[ParameterDef], list[Diagnostic]]:
+    params: list[ParameterDef] = []
+    diagnostics: list[Diagnostic] = []
+    try:
+        tree = ast.parse(analysis.python)
+    except SyntaxError:
+        return params, diagnostics
+    for stmt in tree.body:
+        targets: list[ast.expr] = []
+        value: ast.expr | None = None
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            targets, value = [stmt.target], stmt.value
+        for target in targets:
+            if not isinstance(target, ast.Name) or value is None:
+                continue
+            try:
+                default, literal = ast.literal_eval(value), True
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                default, literal = None, False
+                diagnostics.append(
+                    _diag(
+                        "warning",
+                        "parameter-not-literal",
+                        f"parameter {target.id!r} has no literal default; it is computed when the "
+                        "pipeline runs",
+                        analysis.cell,
+                        stmt.lineno,
+                        stmt.col_offset + 1,
+                    )
+                )
+            params.append(ParameterDef(target.id, default, literal))
+    return params, diagnostics
+
+
+# --- 4. resolution: inputs, parameters, setup, edges ---------------------------------------------
+
+
+def _setup_statements(units: list[_Unit]) -> dict[int, list[SetupStatement]]:
+    """Setup statements by the index of their unit, each with the names it reads."""
+    out: dict[int, list[SetupStatement]] = {}
+    for i, unit in enumerate(units):
+        if unit.kind != "setup":
+            continue
+        analysis = unit.cells[0]
+        by_stmt: dict[int, list[NameEvent]] = {}
+        for ev in analysis.events:
+            if ev.kind in ("read", "deferred"):
+                by_stmt.setdefault(ev.stmt, []).append(_with_cell(ev, analysis.cell))
+        out[i] = [
+            SetupStatement(analysis.cell, stmt, tuple(by_stmt.get(j, ())))
+            for j, stmt in enumerate(analysis.statements)
+        ]
+    return out
+
+
+def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
+    """Walk the notebook in order, binding names; each task's reads meet their latest binding."""
+    diagnostics: list[Diagnostic] = []
+    param_names = {p.name for p in params}
+    setup_by_unit = _setup_statements(units)
+    # name -> ("task", task) | ("param", None) | ("setup", SetupStatement)
+    bindings: dict[str, tuple[str, Any]] = {}
+
+    for i, unit in enumerate(units):
+        if unit.kind == "setup":
+            for st in setup_by_unit[i]:
+                for name in st.statement.defs:
+                    bindings[name] = ("setup", st)
+        elif unit.kind == "parameters":
+            for ev in unit.cells[0].events:
+                if ev.kind == "def" and ev.name in param_names:
+                    bindings[ev.name] = ("param", None)
+        else:
+            task = unit.task
+            assert task is not None
+            _resolve_task(task, bindings, setup_by_unit, diagnostics)
+            for name in task.binds:
+                bindings[name] = ("task", task)
+    return diagnostics
+
+
+def _resolve_task(
+    task: Task,
+    bindings: dict[str, tuple[str, Any]],
+    setup_by_unit: dict[int, list[SetupStatement]],
+    diagnostics: list[Diagnostic],
+) -> None:
+    needed_setup: dict[int, SetupStatement] = {}
+    pending: list[NameEvent] = list(task.reads.values())
+    # Setup statements with no bindings (np.random.seed(0), %matplotlib inline, warnings...)
+    # configure every task.
+    for stmts in setup_by_unit.values():
+        for st in stmts:
+            if not st.statement.defs:
+                needed_setup[id(st)] = st
+                pending.extend(st.reads)
+    seen: set[str] = set()
+    while pending:
+        ev = pending.pop(0)
+        if ev.name in seen:
+            continue
+        seen.add(ev.name)
+        bound = bindings.get(ev.name)
+        if bound is None:
+            if ev.name in BUILTIN_NAMES:
+                continue
+            cell = _event_cell(ev)
+            where = f"cell {cell.index}, line {ev.line}" if cell else f"line {ev.line}"
+            diagnostics.append(
+                _diag(
+                    "error",
+                    "undefined-name",
+                    f"task {task.name!r} reads {ev.name!r} ({where}) but no earlier task, "
+                    "setup cell or parameter binds it",
+                    cell,
+                    ev.line,
+                    ev.col,
+                )
+            )
+            continue
+        kind, source = bound
+        if kind == "task" and ev.name in task.mutated and ev.name not in task.binds:
+            # Mutating an object received from a task re-exports it: later readers must see
+            # the mutated version. (Setup objects such as modules are rebuilt in every task,
+            # so `plt.title(...)` or `np.random.seed(...)` export nothing.)
+            task.binds.append(ev.name)
+        if kind == "task":
+            if source is not task:
+                task.inputs[ev.name] = source.name
+        elif kind == "param":
+            task.parameters.append(ev.name)
+        else:
+            if id(source) not in needed_setup:
+                needed_setup[id(source)] = source
+                pending.extend(source.reads)
+    order = {id(st): k for k, st in enumerate(s for stmts in setup_by_unit.values() for s in stmts)}
+    task.setup = sorted(needed_setup.values(), key=lambda st: order[id(st)])
+    task.parameters = sorted(set(task.parameters))
+
+
+def link_tasks(tasks: list[Task]) -> list[Diagnostic]:
+    diagnostics: list[Diagnostic] = []
+    by_name = {t.name: t for t in tasks}
+    for task in tasks:
+        upstream = list(dict.fromkeys(task.inputs.values()))
+        for name in task.after:
+            if name not in by_name:
+                first = task.cells[0].cell
+                diagnostics.append(
+                    _diag(
+                        "error",
+                        "unknown-after",
+                        f"task {task.name!r} is after {name!r}, which is not a "
+                        f"task (tasks: {', '.join(sorted(by_name))})",
+                        first,
+                    )
+                )
+            elif name not in upstream and name != task.name:
+                upstream.append(name)
+            elif name == task.name:
+                diagnostics.append(
+                    _diag("error", "cycle", f"task {name!r} is after itself", task.cells[0].cell)
+                )
+        task.upstream = upstream
+    for task in tasks:
+        for name, producer in task.inputs.items():
+            p = by_name.get(producer)
+            if p is not None and name not in p.outputs:
+                p.outputs.append(name)
+    for task in tasks:
+        order = {n: i for i, n in enumerate(task.binds)}
+        task.outputs.sort(key=lambda n: order.get(n, len(order)))
+    return diagnostics
+
+
+def topological_order(tasks: list[Task]) -> tuple[list[Task], list[str] | None]:
+    """Kahn's algorithm, notebook order among ready tasks; returns (order, a cycle or None)."""
+    position = {t.name: i for i, t in enumerate(tasks)}
+    by_name = {t.name: t for t in tasks}
+    indegree = {t.name: 0 for t in tasks}
+    children: dict[str, list[str]] = {t.name: [] for t in tasks}
+    for t in tasks:
+        for u in t.upstream:
+            if u in by_name:
+                indegree[t.name] += 1
+                children[u].append(t.name)
+    import heapq
+
+    ready = [(position[n], n) for n, d in indegree.items() if d == 0]
+    heapq.heapify(ready)
+    order: list[Task] = []
+    while ready:
+        _, name = heapq.heappop(ready)
+        order.append(by_name[name])
+        for c in children[name]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                heapq.heappush(ready, (position[c], c))
+    if len(order) == len(tasks):
+        return order, None
+    return order, _find_cycle({n for n, d in indegree.items() if d > 0}, by_name)
+
+
+def _find_cycle(remaining: set[str], by_name: dict[str, Task]) -> list[str]:
+    start = min(remaining, key=lambda n: n)
+    path: list[str] = []
+    seen: dict[str, int] = {}
+    node = start
+    while node not in seen:
+        seen[node] = len(path)
+        path.append(node)
+        node = next(u for u in by_name[node].upstream if u in remaining)
+    cycle = path[seen[node] :]
+    cycle.reverse()  # upstream-first reads naturally: a -> b -> a
+    return cycle + [cycle[0]]
+
+
+# --- 5. datasets and hazards -------------------------------------------------------------------
+
+
+def task_datasets_and_hazards(task: Task) -> list[Diagnostic]:
+    diagnostics: list[Diagnostic] = []
+    reads: list[str] = []
+    writes: list[str] = []
+    random_uses: list[tuple[Cell, Any]] = []
+    seeded = False
+    for st in task.setup:
+        # Setup statements are scanned through their cell's scan, limited to their lines.
+        scan = analyse_cell(st.cell).io
+        lo = st.statement.first_line
+        hi = lo + st.statement.source.count("\n")
+        reads += [a.path for a in scan.reads if lo <= a.line <= hi]
+        writes += [a.path for a in scan.writes if lo <= a.line <= hi]
+        seeded = seeded or any(lo <= s <= hi for s in scan.seeds)
+    for analysis in task.cells:
+        scan = analysis.io
+        reads += [a.path for a in scan.reads]
+        writes += [a.path for a in scan.writes]
+        seeded = seeded or bool(scan.seeds)
+        random_uses += [(analysis.cell, r) for r in scan.random_uses]
+        for h in scan.hazards:
+            diagnostics.append(
+                _diag(
+                    "warning",
+                    h.kind,
+                    f"task {task.name!r}: {h.message}",
+                    analysis.cell,
+                    h.line,
+                    h.col,
+                )
+            )
+    if random_uses and not seeded:
+        cell, use = random_uses[0]
+        diagnostics.append(
+            _diag(
+                "warning",
+                "unseeded-random",
+                f"task {task.name!r} draws random numbers without a seed, so its results change "
+                f"from run to run: {use.message}",
+                cell,
+                use.line,
+                use.col,
+            )
+        )
+    task.reads_files = list(dict.fromkeys(reads))
+    task.writes_files = list(dict.fromkeys(writes))
+    return diagnostics
+
+
+# --- 6. versions -------------------------------------------------------------------------------
+
+
+def assign_versions(tasks_in_order: Iterable[Task], params: list[ParameterDef]) -> str:
+    versions: dict[str, str] = {}
+    policies = []
+    for task in tasks_in_order:
+        task.version = short_hash(
+            {
+                "code": [a.normalized for a in task.cells],
+                "setup": [
+                    st.statement.source and _normalize(st.statement.source) for st in task.setup
+                ],
+                "parameters": task.parameters,
+                "outputs": sorted(task.outputs),
+                "upstream": sorted(versions[u] for u in task.upstream if u in versions),
+            }
+        )
+        versions[task.name] = task.version
+        policies.append([task.name, task.version, sorted(task.upstream), task_policy(task)])
+    defaults = {p.name: p.default for p in params}
+    return short_hash({"tasks": policies, "parameters": defaults})
+
+
+def _normalize(source: str) -> str:
+    try:
+        return ast.dump(ast.parse(source), annotate_fields=False, include_attributes=False)
+    except SyntaxError:
+        return source
+
+
+def task_policy(task: Task) -> dict[str, Any]:
+    tags = task.tags
+    resources: dict[str, Any] = {}
+    for key, value in tags.resources:
+        if key == "memory":
+            resources["memory"] = int(value)
+        elif key == "gpu":
+            if value:
+                resources["gpu"] = int(value)
+        else:
+            resources[key] = value
+    return {
+        "resources": resources,
+        "retries": tags.retries if tags.retries is not None else 0,
+        "timeout": tags.timeout,
+        "cache": tags.cache if tags.cache is not None else True,
+    }
+
+
+# --- the whole build ----------------------------------------------------------------------------
+
+
+def build_pipeline(notebook: Notebook) -> Pipeline:
+    units, diagnostics = group_cells(notebook)
+    params: list[ParameterDef] = []
+    params_source = ""
+    param_units = [u for u in units if u.kind == "parameters"]
+    for u in param_units:
+        defs, diags = parameter_defs(u.cells[0])
+        params.extend(defs)
+        diagnostics.extend(diags)
+        params_source += u.cells[0].python.rstrip("\n") + "\n"
+    tasks = [u.task for u in units if u.task is not None]
+    if any(d.code == "duplicate-task" for d in diagnostics):
+        # Edges between same-named tasks are meaningless; report the names and stop here.
+        return Pipeline(
+            notebook.name, notebook, params, params_source, tasks, _sorted(diagnostics), ""
+        )
+    for task in tasks:
+        fold_task_events(task)
+    diagnostics += resolve(units, params)
+    diagnostics += link_tasks(tasks)
+    ordered, cycle = topological_order(tasks)
+    if cycle:
+        first = next(t for t in tasks if t.name == cycle[0]).cells[0].cell
+        diagnostics.append(
+            _diag("error", "cycle", "tasks form a cycle: " + " -> ".join(cycle), first)
+        )
+        ordered = tasks
+    for task in ordered:
+        diagnostics += task_datasets_and_hazards(task)
+    version = assign_versions(ordered, params)
+    return Pipeline(
+        notebook.name, notebook, params, params_source, ordered, _sorted(diagnostics), version
+    )
+
+
+def _sorted(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    return sorted(
+        diagnostics,
+        key=lambda d: (d.cell_index if d.cell_index is not None else -1, d.line or 0, d.col or 0),
+    )
