@@ -127,7 +127,7 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
     for name in opaque_binds:
         events.append(NameEvent("def", name, 1, 1, 0))
 
-    statements = tuple(_statements(body_python, tree, line_offset))
+    statements = tuple(_statements(body_python, tree, line_offset, events))
     normalized = ast.dump(
         ast.parse(python) if body_python is not python else tree,
         annotate_fields=False,
@@ -167,22 +167,21 @@ def _shift_scan(scan: IOScan, offset: int) -> IOScan:
     )
 
 
-def _statements(python: str, tree: ast.Module, line_offset: int) -> list[Statement]:
+def _statements(
+    python: str, tree: ast.Module, line_offset: int, events: list[NameEvent]
+) -> list[Statement]:
+    defs: dict[int, set[str]] = {}
+    for ev in events:
+        if ev.kind == "def":
+            defs.setdefault(ev.stmt, set()).add(ev.name)
     lines = python.splitlines()
     out = []
-    for stmt in tree.body:
+    for i, stmt in enumerate(tree.body):
         first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
         last = stmt.end_lineno or stmt.lineno
         source = "\n".join(lines[first - 1 : last])
-        defs = tuple(sorted(_stmt_defs(stmt)))
-        out.append(Statement(source, first + line_offset, defs))
+        out.append(Statement(source, first + line_offset, tuple(sorted(defs.get(i, ())))))
     return out
-
-
-def _stmt_defs(stmt: ast.stmt) -> set[str]:
-    v = _EventVisitor(0)
-    v.visit(stmt)
-    return {e.name for e in v.events if e.kind == "def"}
 
 
 def _base_name(node: ast.expr) -> ast.Name | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,23 @@ class CompileResult:
         }
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Compiling allocates many small acyclic records; the cyclic collector's repeated passes
+    over them made compile time grow faster than the notebook. Reference counting frees them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def compile_notebook(path: str | Path) -> CompileResult:
     """Compile a notebook file. Raises NotebookLoadError when it is not a readable notebook."""
-    pipeline = build_pipeline(load_notebook(path))
+    with _cyclic_gc_paused():
+        pipeline = build_pipeline(load_notebook(path))
     return CompileResult(pipeline, pipeline.diagnostics)
 
 
@@ -52,5 +69,6 @@ def compile_notebook_json(
     text = notebook if isinstance(notebook, str) else json.dumps(notebook)
     node = parse_notebook_text(text, name)
     stem = pipeline_name_for(Path(name))
-    pipeline = build_pipeline(notebook_from_node(node, stem, path or name))
+    with _cyclic_gc_paused():
+        pipeline = build_pipeline(notebook_from_node(node, stem, path or name))
     return CompileResult(pipeline, pipeline.diagnostics)

@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .analysis import BUILTIN_NAMES, CellAnalysis, NameEvent, Statement, analyse_cell
@@ -510,6 +511,7 @@ def assign_versions(tasks_in_order: Iterable[Task], params: list[ParameterDef]) 
     return short_hash({"tasks": policies, "parameters": defaults})
 
 
+@lru_cache(maxsize=8192)
 def _normalize(source: str) -> str:
     try:
         return ast.dump(ast.parse(source), annotate_fields=False, include_attributes=False)

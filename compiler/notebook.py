@@ -53,12 +53,12 @@ def parse_notebook_text(text: str, label: str = "<notebook>") -> Any:
         raise NotebookLoadError(f"{label}: not a notebook: no 'cells' list")
     try:
         node = nbformat.from_dict(raw)
-        major = int(node.get("nbformat", 4))
-        if major != 4:
+        if int(node.get("nbformat", 4)) != 4:
             node = nbformat.convert(node, 4)
-        # Old notebooks lack cell ids; normalize adds them without touching anything else.
-        _, node = nbformat.validator.normalize(node)
-        node = nbformat.from_dict(node)
+        if any("id" not in cell for cell in node.get("cells", [])):
+            # Notebooks from before nbformat 4.5 lack cell ids; normalize adds them.
+            _, normalized = nbformat.validator.normalize(node)
+            node = nbformat.from_dict(normalized)
         nbformat.validate(node)
     except nbformat.ValidationError as exc:
         raise NotebookLoadError(f"{label}: not a valid notebook: {exc.message}") from exc
