@@ -23,8 +23,11 @@ IPYTHON_NAMES = frozenset({"get_ipython", "display", "In", "Out", "exit", "quit"
 BUILTIN_NAMES = frozenset(dir(builtins)) | IPYTHON_NAMES
 
 # Cell magics whose body is Python that runs in the user namespace; every other cell magic
-# (%%bash, %%html, %%writefile, %%capture's captured text...) is opaque to the analysis.
+# (%%bash, %%html, %%writefile, %%javascript...) is opaque to the analysis.
 PYTHON_BODY_CELL_MAGICS = frozenset({"time", "timeit", "prun"})
+# %%capture runs its body as Python too, but people also wrap shell-ish or broken snippets in it
+# to silence them: its body is analysed when it parses, and otherwise left alone.
+CAPTURE = "capture"
 _CELL_MAGIC_RE = re.compile(r"^\s*%%(\w+)[ \t]*([^\n]*)\n?")
 
 
@@ -52,6 +55,8 @@ class Statement:
 class CellAnalysis:
     cell: Cell
     python: str  # the cell's source as Python (magics transformed)
+    body_python: str  # what the analysis read: the body of a %%time/%%capture cell, else python
+    cell_magic: tuple[str, str] | None  # (name, argument line) of a %% cell
     normalized: str  # AST dump without positions: comments and formatting do not count
     events: tuple[NameEvent, ...]
     statements: tuple[Statement, ...]
@@ -94,16 +99,17 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
     magic = _cell_magic(cell.source)
     body_python, line_offset = python, 0
     opaque_binds: tuple[str, ...] = ()
+    cell_magic = None
     if magic is not None:
         name, args, offset = magic
+        cell_magic = (name, args)
+        body = to_python(cell.source.split("\n", offset)[-1] if offset else "")
         if name in PYTHON_BODY_CELL_MAGICS:
-            body_python = to_python(cell.source.split("\n", offset)[-1] if offset else "")
-            line_offset = offset
-        else:
-            # The body is not Python (or is only captured): analyse the magic call, not the body.
-            body_python = python
-            if name == "capture":
-                opaque_binds = tuple(a for a in args.split() if not a.startswith("-"))[:1]
+            body_python, line_offset = body, offset
+        elif name == CAPTURE:
+            opaque_binds = tuple(a for a in args.split() if not a.startswith("-"))[:1]
+            if _parses(body):
+                body_python, line_offset = body, offset
     try:
         tree = ast.parse(body_python)
     except SyntaxError as exc:
@@ -117,7 +123,7 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
             line,
             exc.offset or 1,
         )
-        return CellAnalysis(cell, python, "", (), (), scan_io(""), (diag,))
+        return CellAnalysis(cell, python, body_python, cell_magic, "", (), (), _EMPTY_SCAN, (diag,))
 
     visitor = _EventVisitor(line_offset)
     for i, stmt in enumerate(tree.body):
@@ -136,7 +142,17 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
     io = scan_io(body_python) if _may_touch_io(body_python) else _EMPTY_SCAN
     if line_offset:
         io = _shift_scan(io, line_offset)
-    return CellAnalysis(cell, python, normalized, tuple(events), statements, io, ())
+    return CellAnalysis(
+        cell, python, body_python, cell_magic, normalized, tuple(events), statements, io, ()
+    )
+
+
+def _parses(python: str) -> bool:
+    try:
+        ast.parse(python)
+    except SyntaxError:
+        return False
+    return True
 
 
 _EMPTY_SCAN = IOScan((), (), (), (), ())
@@ -300,7 +316,7 @@ class _EventVisitor(ast.NodeVisitor):
                 self._emit("mutate", base.id, base)
 
     def visit_Call(self, node: ast.Call) -> None:
-        inline = _python_line_magic(node)
+        inline = python_line_magic(node)
         if inline is not None:
             self._visit_inline_code(inline, node)
             return
@@ -402,7 +418,7 @@ class _EventVisitor(ast.NodeVisitor):
         return None
 
 
-def _python_line_magic(call: ast.Call) -> str | None:
+def python_line_magic(call: ast.Call) -> str | None:
     """The code of `get_ipython().run_line_magic('time', 'code')` for magics that run Python."""
     func = call.func
     if not (

@@ -114,6 +114,25 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_bundle
+
+    result, code = _compile_or_exit(args.notebook)
+    if result is None or code != EXIT_OK:
+        return code
+    exported = export_bundle(result, args.notebook, root=args.output)
+    if args.json:
+        print(json.dumps(exported.to_dict(), indent=2))
+    elif exported.created:
+        print(f"exported {exported.name} version {exported.version} -> {exported.path}/")
+    else:
+        print(
+            f"{exported.name} version {exported.version} already exported at "
+            f"{exported.path}/ (unchanged)"
+        )
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .runtime.command import run_command
 
@@ -144,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook")
     p.add_argument("--format", choices=["mermaid", "dot", "svg"], default="mermaid")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("export", help="write a versioned bundle: pipelines/NAME/VERSION/")
+    p.add_argument("notebook")
+    p.add_argument(
+        "-o", "--output", help="folder that holds pipelines/ (default: beside the notebook)"
+    )
+    p.add_argument("--json", action="store_true", help="print the bundle's path and version")
+    p.set_defaults(func=cmd_export)
 
     try:
         from .runtime.command import add_run_arguments

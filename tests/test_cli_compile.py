@@ -41,7 +41,8 @@ def test_compile_writes_spec_and_module(tmp_path):
     assert ruff.returncode == 0, ruff.stdout
     source = (out / "tasks.py").read_text()
     assert "def task_train_forest(n_trees, seed, X_train, y_train):" in source
-    assert "return {'logreg': logreg}" in source
+    assert 'return {"logreg": logreg}' in source
+    assert "# shown in the notebook: scores" in source  # display-only lines are not code
     # ... that imports cleanly and whose functions run the notebook's code.
     probe = (
         "import importlib.util, sys\n"

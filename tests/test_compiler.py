@@ -139,8 +139,9 @@ def test_magics_and_shell_lines_are_understood_not_parsed_as_python():
     tasks = tasks_of(result.spec)
     assert tasks["prepare"]["outputs"] == ["values"]  # bound by `%time values = ...`
     assert tasks["shell"]["inputs"] == {}  # a %%bash body is not Python
-    assert tasks["capture"]["inputs"] == {}
-    assert tasks["capture"]["outputs"] == ["captured"]  # %%capture NAME binds NAME
+    # %%capture runs its body as Python: it reads `values` and binds its NAME.
+    assert tasks["capture"]["inputs"] == {"values": "prepare"}
+    assert tasks["capture"]["outputs"] == ["captured"]
     assert tasks["report"]["inputs"] == {"values": "prepare", "captured": "capture"}  # %%time body
     assert "get_ipython().run_line_magic('matplotlib', 'inline')" in tasks["prepare"]["setup"]
     # The original cell source (magics included) is what the runner executes.
@@ -150,6 +151,17 @@ def test_magics_and_shell_lines_are_understood_not_parsed_as_python():
 
 
 # --- Kale-tagged notebooks ------------------------------------------------------------------------
+
+
+def test_a_capture_body_that_is_not_python_is_left_alone(tmp_path):
+    nb = make_notebook(
+        tmp_path / "cap.ipynb",
+        [
+            ("%%capture\n!make all\nthis is not python (", ["task:quiet"]),
+        ],
+    )
+    result = compile_notebook(nb)
+    assert result.ok and result.diagnostics == []
 
 
 def test_kale_tags_compile_without_retagging():

@@ -1,0 +1,141 @@
+"""Export a compiled pipeline as a versioned bundle: `pipelines/NAME/VERSION/`.
+
+A bundle is everything needed to run the pipeline without JupyterLab or the original notebook:
+the spec, the generated module, a runner entry point, the notebook snapshot and pinned
+requirements. Same notebook, same version: a bundle is written once and never changed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .analysis import to_python
+from .api import CompileResult
+from .emit import spec_json
+
+RUN_PY = '''#!/usr/bin/env python3
+"""Run pipeline {name!r} version {version} on Dask, without JupyterLab or the notebook.
+
+    python run.py [-p NAME VALUE ...] [--scheduler ADDRESS] [--workers N] [--no-cache] [--json]
+
+Needs the packages in requirements.txt (nbkiln included). Lineage is recorded like `kiln run`.
+"""
+
+import sys
+from pathlib import Path
+
+from compiler.bundle import main
+
+if __name__ == "__main__":
+    sys.exit(main(Path(__file__).resolve().parent, sys.argv[1:]))
+'''
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    name: str
+    version: str
+    created: bool  # False when this version was already exported
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "version": self.version,
+            "created": self.created,
+        }
+
+
+def imported_modules(spec: dict[str, Any]) -> list[str]:
+    """Top-level modules the tasks import (setup and cells), in first-seen order."""
+    seen: dict[str, None] = {}
+    sources = [t["setup"] for t in spec["tasks"]]
+    sources += [c["source"] for t in spec["tasks"] for c in t["code"]]
+    for source in sources:
+        try:
+            tree = ast.parse(to_python(source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    seen.setdefault(alias.name.split(".")[0], None)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                seen.setdefault(node.module.split(".")[0], None)
+    return list(seen)
+
+
+def requirements_for(modules: list[str]) -> list[str]:
+    """Pinned distributions providing `modules`, as installed here; stdlib is left out."""
+    providers = importlib.metadata.packages_distributions()
+    pins: dict[str, str] = {"nbkiln": f"nbkiln=={__version__}"}
+    for module in modules:
+        if module in sys.stdlib_module_names:
+            continue
+        for dist in providers.get(module, []):
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            pins.setdefault(dist.lower(), f"{dist}=={version}")
+    return sorted(pins.values(), key=str.lower)
+
+
+def export_bundle(
+    result: CompileResult, notebook_path: str | Path, root: str | Path | None = None
+) -> ExportResult:
+    """Write the bundle under ROOT/pipelines/NAME/VERSION (ROOT: the notebook's folder).
+
+    The bundle is assembled in a temporary folder beside its target and renamed into place,
+    so a bundle directory is either complete or absent.
+    """
+    spec = result.spec
+    if spec is None:
+        raise ValueError("the notebook has errors; fix them before exporting")
+    notebook_path = Path(notebook_path)
+    base = Path(root) if root is not None else notebook_path.parent
+    target = base / "pipelines" / spec["name"] / spec["version"]
+    if target.exists():
+        return ExportResult(target, spec["name"], spec["version"], created=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec['version']}."))
+    try:
+        (staging / "pipeline.json").write_text(spec_json(spec), encoding="utf-8")
+        (staging / "tasks.py").write_text(result.module_source(), encoding="utf-8")
+        (staging / "run.py").write_text(
+            RUN_PY.format(name=spec["name"], version=spec["version"]), encoding="utf-8"
+        )
+        os.chmod(staging / "run.py", 0o755)
+        shutil.copyfile(notebook_path, staging / spec["notebook"]["file"])
+        requirements = requirements_for(imported_modules(spec))
+        (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
+        manifest = {
+            "name": spec["name"],
+            "version": spec["version"],
+            "notebook": spec["notebook"],
+            "kiln": __version__,
+        }
+        (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(staging, 0o755)
+        try:
+            staging.rename(target)
+        except OSError:
+            if target.exists():  # another export of the same version won the race
+                shutil.rmtree(staging, ignore_errors=True)
+                return ExportResult(target, spec["name"], spec["version"], created=False)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(target, spec["name"], spec["version"], created=True)
