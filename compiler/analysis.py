@@ -15,7 +15,7 @@ from functools import lru_cache
 from IPython.core.inputtransformer2 import TransformerManager
 
 from .diagnostics import Diagnostic
-from .io_rules import IOScan, scan_io
+from .io_rules import EMPTY_SCAN, IOScan, scan_io
 from .notebook import Cell
 
 # Names that exist in every IPython namespace without being bound by the notebook.
@@ -93,7 +93,9 @@ def analyse_cell(cell: Cell) -> CellAnalysis:
     return _analyse_cell_cached(cell)
 
 
-@lru_cache(maxsize=4096)
+# Keyed by the cell record (index, id, source, tags): the Jupyter server recompiles on every
+# edit, and only edited cells are analysed again.
+@lru_cache(maxsize=16384)
 def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
     python = to_python(cell.source)
     magic = _cell_magic(cell.source)
@@ -123,7 +125,7 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
             line,
             exc.offset or 1,
         )
-        return CellAnalysis(cell, python, body_python, cell_magic, "", (), (), _EMPTY_SCAN, (diag,))
+        return CellAnalysis(cell, python, body_python, cell_magic, "", (), (), EMPTY_SCAN, (diag,))
 
     visitor = _EventVisitor(line_offset)
     for i, stmt in enumerate(tree.body):
@@ -139,7 +141,7 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
         annotate_fields=False,
         include_attributes=False,
     )
-    io = scan_io(body_python) if _may_touch_io(body_python) else _EMPTY_SCAN
+    io = scan_io(body_python)
     if line_offset:
         io = _shift_scan(io, line_offset)
     return CellAnalysis(
@@ -153,19 +155,6 @@ def _parses(python: str) -> bool:
     except SyntaxError:
         return False
     return True
-
-
-_EMPTY_SCAN = IOScan((), (), (), (), ())
-# Words without which no rule in compiler/rules can match; most cells contain none of them, and
-# skipping the ast-grep parse for those keeps large notebooks fast.
-_IO_HINTS = re.compile(
-    r"read_|to_|open|load|dump|save|write_|input|pip|conda|random|rand|seed|rng|shuffle"
-    r"|split|Forest|Boost|KMeans|Fold|Random|torch"
-)
-
-
-def _may_touch_io(source: str) -> bool:
-    return _IO_HINTS.search(source) is not None
 
 
 def _shift_scan(scan: IOScan, offset: int) -> IOScan:

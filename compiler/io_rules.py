@@ -73,9 +73,6 @@ class IOScan:
 EMPTY_SCAN = IOScan((), (), (), (), ())
 
 
-_Finding = TypeVar("_Finding", FileAccess, Hazard)
-
-
 class RuleFileError(ValueError):
     """A rule file Kiln cannot use; raised when the rules are first loaded."""
 
@@ -125,11 +122,13 @@ def load_rules() -> tuple[IORule, ...]:
 
 
 def _parse_rule(entry: Any, file_name: str) -> IORule:
-    where = f"{file_name}: rule {entry.get('id', '?') if isinstance(entry, dict) else entry!r}"
+    name = entry.get("id", "?") if isinstance(entry, dict) else repr(entry)
+    where = f"{file_name}: rule {name}"
     if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
         raise RuleFileError(f"{where}: each rule needs an `id`")
     if "constraints" in entry:
-        raise RuleFileError(f"{where}: all rules run as one ast-grep pass; use `has`/`not` instead")
+        # ast-grep applies constraints to the whole config, and all rules share one config.
+        raise RuleFileError(f"{where}: `constraints` cannot be used; put the condition in the rule")
     finds, rule = entry.get("finds"), entry.get("rule")
     if finds not in RULE_FINDS:
         raise RuleFileError(f"{where}: `finds` must be one of {sorted(RULE_FINDS)}")
@@ -291,9 +290,7 @@ def scan_io(python_source: str) -> IOScan:
     for node in root.find_all(_combined_config(live)):
         rule = _matched_rule(node, live)
         line, col = _position(node)
-        if rule.finds == "seed":
-            seeds.add(line)
-        elif rule.finds == "random" and _is_seeded(node, rule):
+        if rule.finds == "seed" or (rule.finds == "random" and _is_seeded(node, rule)):
             seeds.add(line)
         elif rule.finds == "random":
             use = Hazard(UNSEEDED_RANDOM, _render(rule.message, node), line, col)
@@ -339,6 +336,9 @@ def _is_seeded(call: SgNode, rule: IORule) -> bool:
     return seed is not None and seed.kind() != "none"
 
 
+_Finding = TypeVar("_Finding", FileAccess, Hazard)
+
+
 def _by_position(items: Iterable[_Finding]) -> tuple[_Finding, ...]:
     return tuple(sorted(items, key=lambda item: (item.line, item.col)))
 
@@ -349,8 +349,9 @@ def _position(node: SgNode) -> tuple[int, int]:
 
 
 def _callee(call: SgNode) -> str:
+    """The called expression as written, on one line: `np.random.rand`, `df.to_csv`."""
     function = call.field("function")
-    return " ".join((function or call).text().split())
+    return " ".join(_SPACE_AROUND_DOT.sub(".", (function or call).text()).split())
 
 
 def _render(template: str, call: SgNode) -> str:
@@ -455,7 +456,9 @@ def _string_value(node: SgNode) -> str | None:
     if kind != "string":
         return None
     text = node.text()
-    if "f" in text[:3].lower() and any(c.kind() == "interpolation" for c in node.children()):
+    if "f" in _string_prefix(text).lower() and any(
+        c.kind() == "interpolation" for c in node.children()
+    ):
         return None
     return _literal_value(text)
 
@@ -465,8 +468,8 @@ def _literal_value(text: str) -> str | None:
 
     Bytes are decoded as file names are; `{{` in an f-string is one brace.
     """
-    body_start = len(text) - len(text.lstrip("rRbBuUfF"))
-    prefix = text[:body_start].lower()
+    prefix = _string_prefix(text).lower()
+    body_start = len(prefix)
     quote = text[body_start : body_start + 3]
     if quote not in ('"""', "'''"):
         quote = text[body_start : body_start + 1]
@@ -479,3 +482,8 @@ def _literal_value(text: str) -> str | None:
             return None
         body = os.fsdecode(value) if isinstance(value, bytes) else str(value)
     return body.replace("{{", "{").replace("}}", "}") if "f" in prefix else body
+
+
+def _string_prefix(text: str) -> str:
+    """The letters before a string literal's opening quote: r, b, u, f in any case and order."""
+    return text[: len(text) - len(text.lstrip("rRbBuUfF"))]
