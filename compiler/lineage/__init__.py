@@ -1,0 +1,42 @@
+"""Lineage: every run recorded in a SQL store, queryable and reproducible.
+
+    from compiler.lineage import open_store, RunRecorder
+
+    store = open_store(None, notebook_path)              # or a SQLAlchemy URL
+    with RunRecorder(store, spec, notebook_path, params) as recorder:
+        result = run_pipeline(spec, ..., run_id=recorder.run_id, on_event=recorder)
+        recorder.finish(result)
+
+    store.list_runs(notebook_path)        store.show_run("3f2a")
+    store.lineage("metrics.json")         store.diff_runs("3f2a", "9b1c")
+    rerun(store, "3f2a")                  mark_interrupted(store)
+
+Modules: `schema` (tables), `store` (engine, migrations, transactions), `recorder` (events in),
+`queries` (plain data out), `liveness` (interrupted runs), `rerun`, `openlineage`, `command`
+(the `kiln runs|show|lineage|diff|rerun` subcommands).
+"""
+
+from .liveness import mark_interrupted
+from .queries import AmbiguousTarget, LineageNotFound, diff_runs, lineage, list_runs, show_run
+from .recorder import RunRecorder
+from .rerun import RerunRefused, RerunReport, rerun
+from .store import ENV_URL, LineageStore, LineageStoreError, open_store, resolve_url
+
+__all__ = [
+    "ENV_URL",
+    "AmbiguousTarget",
+    "LineageNotFound",
+    "LineageStore",
+    "LineageStoreError",
+    "RerunRefused",
+    "RerunReport",
+    "RunRecorder",
+    "diff_runs",
+    "lineage",
+    "list_runs",
+    "mark_interrupted",
+    "open_store",
+    "rerun",
+    "resolve_url",
+    "show_run",
+]

@@ -1,0 +1,174 @@
+"""The lineage tables, as SQLAlchemy Core metadata (no ORM: rows in, plain dicts out).
+
+The Alembic migrations under `migrations/versions/` create exactly these tables; a test compares
+a migrated database with this metadata, so the two cannot drift apart.
+
+Runs, digests and cache keys are lowercase hex and are looked up by prefix (like git). On
+PostgreSQL those columns use the "C" collation so that a btree index orders them byte-wise and a
+prefix becomes an index range scan; SQLite's default BINARY collation already does.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeEngine
+
+# Constraint names are fixed so that later migrations can refer to them on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def hex_id(length: int) -> TypeEngine[str]:
+    """A hex identifier column type, byte-ordered on every backend (see the module docstring)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+TS = DateTime(timezone=True)  # always written in UTC
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("version", hex_id(64), nullable=False),
+    # sha256 of the canonical spec JSON: two specs with one version may still differ in the
+    # notebook digest they carry (a markdown edit), and the spec is what a rerun compares.
+    Column("spec_digest", hex_id(64), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("notebook_path", String(1024), nullable=False),
+    Column("notebook_digest", String(64)),
+    Column("created_at", TS, nullable=False),
+    UniqueConstraint("spec_digest", "notebook_path"),
+    Index(None, "name", "version"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", hex_id(32), primary_key=True),
+    Column("pipeline_id", Integer, ForeignKey("pipelines.id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("parameters", JSON, nullable=False),
+    Column("started_at", TS, nullable=False, index=True),
+    Column("ended_at", TS),
+    Column("heartbeat_at", TS),
+    Column("user", String(200)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    # The process's start time tells a live run from a reused pid after a crash.
+    Column("pid_started_at", Float),
+    Column("python_version", String(200)),
+    Column("packages", JSON),
+    Column("scheduler_address", String(255)),
+    Column("dashboard", String(255)),
+    Column("notebook_path", String(1024), nullable=False, index=True),
+    Column("notebook_digest", String(64)),
+    Column("git_commit", String(64)),
+    Column("git_dirty", Boolean),
+    Column("output_notebook", String(1024)),
+    Column("store_url", String(1024)),
+    Column("rerun_of", hex_id(32)),
+    Column("error", Text),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", hex_id(32), ForeignKey("runs.id"), nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("version", hex_id(64)),
+    Column("cache_key", hex_id(64), index=True),
+    Column("status", String(20), nullable=False),
+    Column("cached", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("attempt_log", JSON),  # [{attempt, status, worker, error, reason, retry}]
+    Column("worker", String(255)),
+    Column("resources", JSON),
+    Column("started_at", TS),
+    Column("ended_at", TS),
+    Column("duration", Float),
+    Column("peak_memory", BigInteger),
+    Column("error", JSON),  # the runtime's error record, traceback included
+    Column("error_cell_index", Integer),
+    Column("error_cell_id", String(100)),
+    Column("error_line", Integer),
+    Column("error_message", Text),
+    UniqueConstraint("run_id", "task"),  # also the index for `task@run`
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("digest", hex_id(64), primary_key=True),
+    Column("type", String(255)),
+    Column("size", BigInteger),
+    Column("stored_bytes", BigInteger),
+    Column("summary", JSON),  # shape / dtype / columns / len, when the runtime gives them
+    Column("uri", String(2048)),
+    Column("created_at", TS, nullable=False),
+)
+
+# What a task run produced: one row per output name. The digest is null when the value could
+# not be stored (unpicklable values still flow in memory).
+task_outputs = Table(
+    "task_outputs",
+    metadata,
+    Column("task_run_id", Integer, ForeignKey("task_runs.id"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("artifact_digest", hex_id(64), index=True),
+)
+
+# What a task run consumed: its spec inputs, resolved to the producer's artifact in that run.
+task_inputs = Table(
+    "task_inputs",
+    metadata,
+    Column("task_run_id", Integer, ForeignKey("task_runs.id"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("producer_task", String(200), nullable=False),
+    Column("artifact_digest", hex_id(64), index=True),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("path", String(2048), nullable=False, unique=True),  # absolute, resolved
+)
+
+# A task run read (at task start) or wrote (at task end) an external file; digest of its
+# content at that moment ("missing" when the file was not there).
+dataset_accesses = Table(
+    "dataset_accesses",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_run_id", Integer, ForeignKey("task_runs.id"), nullable=False, index=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("direction", String(5), nullable=False),  # "read" | "write"
+    Column("digest", String(64)),
+    Column("recorded_at", TS, nullable=False),
+    Index(None, "dataset_id", "direction", "recorded_at"),
+)
+
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")

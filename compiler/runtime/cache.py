@@ -1,0 +1,210 @@
+"""Cache keys and the content-addressed artifact store.
+
+Layout under the store root (an fsspec URL; default `.kiln/` beside the notebook):
+
+    artifacts/<sha256>        one output value, pickled with cloudpickle
+    cache/<cache_key>.json    manifest: output name -> digest, captured cell outputs, duration
+
+Every write goes to a temporary name in the same folder and is then renamed (moved), so a
+reader never sees half a file. Artifacts are written by the worker that computed the value, so
+outputs never travel to the client; manifests are written by the client once a task succeeded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import cloudpickle
+import fsspec
+
+MISSING = "missing"
+_CHUNK = 1 << 20
+
+
+def cache_key(
+    task_version: str,
+    parameter_values: Mapping[str, Any],
+    upstream_keys: Iterable[str],
+    dataset_digests: Mapping[str, str],
+) -> str:
+    """sha256 over everything that decides a task's outputs."""
+    payload = json.dumps(
+        {
+            "version": task_version,
+            "parameters": dict(parameter_values),
+            "upstream": list(upstream_keys),
+            "datasets": dict(dataset_digests),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=repr,  # a parameter value JSON cannot hold still gets a stable text
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content; a folder (e.g. a parquet dataset) hashes its files."""
+    if path.is_file():
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(child.relative_to(path)).encode() + b"\0")
+            digest.update(file_digest(child).encode())
+        return digest.hexdigest()
+    return MISSING
+
+
+def dataset_digests(reads: Iterable[str], notebook_dir: Path) -> dict[str, str]:
+    return {rel: file_digest(notebook_dir / rel) for rel in reads}
+
+
+class _HashingWriter:
+    """File wrapper that hashes what is written, so a value is pickled and hashed in one pass."""
+
+    def __init__(self, file: IO[bytes]):
+        self.file = file
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        self.size += len(memoryview(data).cast("B"))
+        return self.file.write(data)
+
+
+class ArtifactStore:
+    """Content-addressed output values plus one JSON manifest per cache key."""
+
+    def __init__(self, url: str):
+        from fsspec.implementations.local import LocalFileSystem
+
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/")
+        # Local stores skip fsspec's per-call overhead (it matters for many tiny tasks).
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self._made: set[str] = set()
+
+    @classmethod
+    def default_for(cls, notebook_dir: Path) -> ArtifactStore:
+        return cls(str(notebook_dir / ".kiln"))
+
+    def _path(self, *parts: str) -> str:
+        return "/".join((self.root, *parts))
+
+    def artifact_path(self, digest: str) -> str:
+        return self._path("artifacts", digest)
+
+    def manifest_path(self, key: str) -> str:
+        return self._path("cache", f"{key}.json")
+
+    def _temp_in(self, folder: str) -> str:
+        if folder not in self._made:
+            self.fs.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        return f"{folder}/.tmp-{os.getpid()}-{uuid.uuid4().hex}"
+
+    def _open(self, path: str, mode: str) -> Any:
+        return open(path, mode) if self.local else self.fs.open(path, mode)
+
+    def _publish(self, temp: str, final: str) -> None:
+        # Local filesystems rename atomically; for object stores mv is copy-then-delete, and the
+        # final name only appears once the whole object is there.
+        if self.local:
+            os.replace(temp, final)
+        else:
+            self.fs.mv(temp, final)
+
+    # -- artifacts (written on workers) -------------------------------------------------
+    def put_value(self, value: Any) -> tuple[str, int]:
+        """Pickle `value` into the store; returns (sha256 digest, stored bytes)."""
+        temp = self._temp_in(self._path("artifacts"))
+        try:
+            with self._open(temp, "wb") as f:
+                writer = _HashingWriter(f)
+                cloudpickle.dump(value, writer, protocol=5)
+            digest = writer.digest.hexdigest()
+            final = self.artifact_path(digest)
+            if self.fs.exists(final):
+                self.fs.rm(temp)
+            else:
+                self._publish(temp, final)
+        except BaseException:
+            if self.fs.exists(temp):
+                self.fs.rm(temp)
+            raise
+        return digest, writer.size
+
+    def get_value(self, digest: str) -> Any:
+        with self._open(self.artifact_path(digest), "rb") as f:
+            return cloudpickle.load(f)
+
+    def artifact_intact(self, digest: str) -> bool:
+        """True when the artifact exists and its content still hashes to its name."""
+        path = self.artifact_path(digest)
+        try:
+            h = hashlib.sha256()
+            with self._open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        except (FileNotFoundError, OSError):
+            return False
+        return h.hexdigest() == digest
+
+    # -- manifests (written on the client) ------------------------------------------------
+    def read_manifest(self, key: str) -> dict[str, Any] | None:
+        try:
+            with self._open(self.manifest_path(key), "rb") as f:
+                manifest = json.load(f)
+        except (FileNotFoundError, OSError, ValueError):
+            return None
+        return manifest if isinstance(manifest, dict) else None
+
+    def write_manifest(self, key: str, manifest: Mapping[str, Any]) -> None:
+        final = self.manifest_path(key)
+        temp = self._temp_in(self._path("cache"))
+        with self._open(temp, "wb") as f:
+            f.write(json.dumps(manifest, indent=1, sort_keys=True, default=repr).encode())
+        self._publish(temp, final)
+
+    def damaged_artifacts(self, manifest: Mapping[str, Any]) -> list[str]:
+        """Digests of this manifest's artifacts that are missing or no longer match."""
+        outputs = manifest.get("outputs") or {}
+        digests = [
+            info.get("digest") if isinstance(info, dict) else None for info in outputs.values()
+        ]
+        return [str(d) for d in digests if not d or not self.artifact_intact(d)]
+
+    def manifest_intact(self, manifest: Mapping[str, Any]) -> bool:
+        return not self.damaged_artifacts(manifest)
+
+    def discard_artifacts(self, digests: Iterable[str]) -> None:
+        """Remove damaged artifacts, so recomputing the task writes them afresh."""
+        for digest in digests:
+            path = self.artifact_path(digest)
+            if digest and digest != "None" and self.fs.exists(path):
+                self.fs.rm(path)
+
+
+@functools.lru_cache(maxsize=8)
+def store_at(url: str) -> ArtifactStore:
+    """One store object per URL and process (workers run many tasks against one store)."""
+    return ArtifactStore(url)
+
+
+def load_outputs(store_url: str, digests: Mapping[str, str]) -> dict[str, Any]:
+    """Worker-side: a cached task's outputs, shaped like a task outcome for downstream tasks."""
+    store = store_at(store_url)
+    return {"values": {name: store.get_value(digest) for name, digest in digests.items()}}

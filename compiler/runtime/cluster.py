@@ -1,0 +1,335 @@
+"""Where tasks run: the embedded LocalCluster or an existing Dask cluster, and resource placement.
+
+Declared task resources map onto Dask worker resources: cpu -> CPU, memory -> MEMORY (bytes),
+gpu -> GPU. Local workers are started with what they really have. A request that no connected
+worker can satisfy is refused before the run (ResourceUnavailable), because Dask would otherwise
+keep such a task waiting forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+RESOURCE_NAMES = {"cpu": "CPU", "memory": "MEMORY", "gpu": "GPU"}
+WORKER_WAIT_S = 30.0
+
+
+class ResourceUnavailable(ValueError):
+    """A task asks for resources that no worker of the cluster has."""
+
+
+@dataclass(frozen=True)
+class WorkerCapacity:
+    address: str
+    name: str
+    resources: dict[str, float]
+    memory_limit: int | None
+    nthreads: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What `Client.submit` gets for one task: resource requirements and/or allowed workers."""
+
+    resources: dict[str, float] | None = None
+    workers: list[str] | None = None
+
+    def submit_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.resources:
+            kwargs["resources"] = dict(self.resources)
+        if self.workers:
+            kwargs["workers"] = list(self.workers)
+            kwargs["allow_other_workers"] = False
+        return kwargs
+
+
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def detect_gpus() -> int:
+    """GPUs this machine can give a local worker: CUDA_VISIBLE_DEVICES, else nvidia-smi -L."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return 0 if visible.strip() in ("", "NoDevFiles") else len(ids)
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if listing.returncode != 0:
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def local_worker_resources(memory_limit: int | None, gpus: int) -> dict[str, float]:
+    # One worker process can use every core (numpy, threads), so each one reports them all;
+    # with one thread per worker, CPU only decides whether a request fits at all.
+    resources: dict[str, float] = {"CPU": float(os.cpu_count() or 1)}
+    if memory_limit:
+        resources["MEMORY"] = float(memory_limit)
+    if gpus:
+        resources["GPU"] = float(gpus)
+    return resources
+
+
+def configured_scheduler_address(explicit: str | None) -> str | None:
+    """--scheduler, else DASK_SCHEDULER_ADDRESS, else Dask's `scheduler-address` config."""
+    if explicit:
+        return explicit
+    import dask.config
+
+    return os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+
+
+@dataclass
+class ClusterSession:
+    client: Any
+    cluster: Any = None  # the LocalCluster we started, None for an existing cluster
+    dashboard: str | None = None
+    extra_workers: list[str] = field(default_factory=list)
+
+    @property
+    def owned(self) -> bool:
+        return self.cluster is not None
+
+    def close(self) -> None:
+        """Close the client; close the cluster only if this run started it."""
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+    def add_memory_worker(self, memory_limit: int) -> str | None:
+        """Start one more local worker with a larger memory limit (and MEMORY resource).
+        Returns its address, or None on a cluster we do not own."""
+        if self.cluster is None:
+            return None
+        name = f"kiln-memory-{len(self.extra_workers) + 1}"
+        template = copy.deepcopy(next(iter(self.cluster.worker_spec.values())))
+        options = template["options"]
+        options["memory_limit"] = int(memory_limit)
+        options["resources"] = {**(options.get("resources") or {}), "MEMORY": float(memory_limit)}
+        self.cluster.worker_spec[name] = template
+        with _spawned_workers_skip_main_module():
+            self.cluster.sync(self.cluster._correct_state)
+        expected = len(self.cluster.worker_spec)
+        self.client.wait_for_workers(expected, timeout=WORKER_WAIT_S)
+        self.extra_workers.append(name)
+        for capacity in worker_capacities(self.client):
+            if capacity.name == name:
+                return capacity.address
+        return None
+
+
+@contextlib.contextmanager
+def _spawned_workers_skip_main_module() -> Iterator[None]:
+    """Worker processes are spawned, and multiprocessing's spawn re-imports the parent's
+    `__main__` in every child: for `kiln run` that is the CLI with the whole compiler (seconds
+    per worker). Task functions travel by value or by importable module, never via `__main__`,
+    so the children can skip it."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, Any] = {
+        name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
+    }
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+        if "__spec__" not in saved:
+            main.__dict__.pop("__spec__", None)
+
+
+def _quiet_dask_logs() -> None:
+    for name in ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def open_cluster(
+    scheduler: str | None, workers: int | None, memory_limit: int | str | None = None
+) -> ClusterSession:
+    """Connect to the configured cluster, or start a LocalCluster of worker processes."""
+    from distributed import Client, LocalCluster
+    from distributed.worker_memory import parse_memory_limit
+
+    address = configured_scheduler_address(scheduler)
+    if address:
+        client = Client(address, timeout="30s")
+        return ClusterSession(client=client, dashboard=_dashboard_link(client))
+
+    _quiet_dask_logs()
+    n_workers = workers or os.cpu_count() or 1
+    per_worker_memory = parse_memory_limit(
+        memory_limit if memory_limit is not None else "auto",
+        1,
+        total_cores=n_workers,
+        logger=logging.getLogger("distributed"),
+    )
+    options: dict[str, Any] = {
+        "n_workers": n_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        # Task failures are reported by Kiln; the workers' own "Compute Failed" logs are noise.
+        "silence_logs": logging.CRITICAL,
+        "memory_limit": per_worker_memory or 0,
+        "resources": local_worker_resources(per_worker_memory, detect_gpus()),
+    }
+    with _spawned_workers_skip_main_module():
+        try:
+            cluster = LocalCluster(dashboard_address="127.0.0.1:0", **options)
+        except Exception:
+            # The dashboard is optional; some environments cannot serve it.
+            cluster = LocalCluster(dashboard_address=None, **options)
+    client = Client(cluster)
+    return ClusterSession(client=client, cluster=cluster, dashboard=_dashboard_link(client))
+
+
+def _dashboard_link(client: Any) -> str | None:
+    try:
+        if "dashboard" not in (client.scheduler_info().get("services") or {}):
+            return None
+        return str(client.dashboard_link)
+    except Exception:
+        return None
+
+
+def worker_capacities(client: Any) -> list[WorkerCapacity]:
+    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else None
+    info = info or client.scheduler_info()
+    capacities = []
+    for address, worker in sorted((info.get("workers") or {}).items()):
+        capacities.append(
+            WorkerCapacity(
+                address=address,
+                name=str(worker.get("name", address)),
+                resources={k: float(v) for k, v in (worker.get("resources") or {}).items()},
+                memory_limit=int(worker["memory_limit"]) if worker.get("memory_limit") else None,
+                nthreads=int(worker.get("nthreads") or 1),
+            )
+        )
+    return capacities
+
+
+def _accepts_n_workers(client: Any) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def wait_for_any_worker(client: Any, timeout: float = WORKER_WAIT_S) -> None:
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except Exception as exc:
+        raise ResourceUnavailable(
+            f"no Dask worker connected to the scheduler within {timeout:.0f} s"
+        ) from exc
+
+
+def _describe_request(requested: Mapping[str, Any]) -> str:
+    parts = []
+    for key in ("cpu", "memory", "gpu"):
+        if key in requested:
+            value = requested[key]
+            parts.append(f"{key}={format_bytes(value) if key == 'memory' else f'{value:g}'}")
+    return ", ".join(parts)
+
+
+def _describe_worker(capacity: WorkerCapacity) -> str:
+    have = [
+        f"{k}={format_bytes(v) if k == 'MEMORY' else f'{v:g}'}"
+        for k, v in sorted(capacity.resources.items())
+    ]
+    if capacity.memory_limit:
+        have.append(f"memory_limit={format_bytes(capacity.memory_limit)}")
+    return f"{capacity.address} ({', '.join(have) or 'no resources declared'})"
+
+
+def placement_for(
+    task_name: str, requested: Mapping[str, Any], capacities: Iterable[WorkerCapacity]
+) -> Placement:
+    """Map a task's declared resources to Dask placement, or raise ResourceUnavailable.
+
+    GPU and CPU become Dask resource requirements when workers declare them (GPU always: a GPU
+    task on a worker without one would fail). Memory uses the MEMORY resource when workers declare
+    it, and otherwise the workers' memory limits. A CPU request on a cluster whose workers declare
+    no CPU resource is advisory.
+    """
+    capacities = list(capacities)
+    wanted = {RESOURCE_NAMES[k]: float(v) for k, v in requested.items() if k in RESOURCE_NAMES}
+    wanted = {k: v for k, v in wanted.items() if v > 0}
+    if not wanted:
+        return Placement()
+    declared = {name for c in capacities for name in c.resources}
+    resources: dict[str, float] = {}
+    memory_by_limit: float | None = None
+    for name, amount in wanted.items():
+        if name in declared or name == "GPU":
+            resources[name] = amount
+        elif name == "MEMORY":
+            memory_by_limit = amount
+        # else: CPU on workers that declare none -> no constraint
+
+    def fits(c: WorkerCapacity) -> bool:
+        if any(c.resources.get(name, 0.0) < amount for name, amount in resources.items()):
+            return False
+        return memory_by_limit is None or not c.memory_limit or c.memory_limit >= memory_by_limit
+
+    eligible = [c for c in capacities if fits(c)]
+    if not eligible:
+        workers = "; ".join(_describe_worker(c) for c in capacities) or "none"
+        raise ResourceUnavailable(
+            f"task {task_name!r} asks for {_describe_request(requested)}, which no worker of "
+            f"the cluster has. Workers: {workers}"
+        )
+    return Placement(
+        resources=resources or None,
+        workers=[c.address for c in eligible] if memory_by_limit is not None else None,
+    )
+
+
+def larger_memory_placement(
+    placement: Placement,
+    target: int,
+    capacities: Iterable[WorkerCapacity],
+) -> Placement | None:
+    """Placement asking for `target` bytes of MEMORY on an existing worker that has it (or the
+    largest one above the current ask); None when no worker has more than the current ask."""
+    capacities = list(capacities)
+    current = (placement.resources or {}).get("MEMORY", 0.0)
+    offers = sorted(c.resources["MEMORY"] for c in capacities if "MEMORY" in c.resources)
+    if offers:
+        enough = [m for m in offers if m >= target]
+        chosen = enough[0] if enough else offers[-1]
+        if chosen <= current:
+            return None
+        return Placement(resources={**(placement.resources or {}), "MEMORY": chosen})
+    limits = [c for c in capacities if c.memory_limit and c.memory_limit >= target]
+    if not limits:
+        return None
+    return Placement(resources=placement.resources, workers=[c.address for c in limits])

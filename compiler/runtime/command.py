@@ -1,0 +1,219 @@
+"""`kiln run`: options, live progress on stderr, and the closing table (or JSON) on stdout.
+
+`compiler/cli.py` adds the NOTEBOOK argument, compiles the notebook, then calls `run_command`.
+Exit codes: 0 every task succeeded (done or cached), 1 the run failed, 2 the run could not start
+(bad parameter, unknown task in --force, resources no worker has, no cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from .cluster import ResourceUnavailable, format_bytes
+from .parameters import coerce_parameters
+from .results import RunResult
+from .runner import run_pipeline
+
+EXIT_OK, EXIT_FAILED, EXIT_NOT_STARTED = 0, 1, 2
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `kiln run NOTEBOOK` (the caller adds NOTEBOOK itself)."""
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        dest="parameters",
+        metavar=("NAME", "VALUE"),
+        help="override a parameter; typed like its default (else read as YAML)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing Dask cluster (default: DASK_SCHEDULER_ADDRESS, "
+        "else a local cluster started for this run)",
+    )
+    parser.add_argument("--workers", type=int, metavar="N", help="local cluster: worker processes")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="run every task; neither read nor write the cache"
+    )
+    parser.add_argument(
+        "--force",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TASK",
+        help="rerun these tasks even if cached (downstream reruns if their outputs change)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the run summary as JSON on stdout"
+    )
+    parser.add_argument(
+        "--store", metavar="URL", help="artifact store, an fsspec URL (default: .kiln/)"
+    )
+    parser.add_argument(
+        "--output-notebook",
+        metavar="PATH",
+        help="where to write the executed notebook (default: .kiln/runs/RUN_ID/NOTEBOOK)",
+    )
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+_STATUS_WORDS = {
+    "waiting": "waiting",
+    "running": "running",
+    "cached": "cached",
+    "done": "done",
+    "failed": "FAILED",
+    "retrying": "retrying",
+    "upstream_failed": "skipped (upstream failed)",
+}
+
+
+def _task_line(event: Mapping[str, Any]) -> str:
+    status = str(event["status"])
+    text = f"{event['task']}: {_STATUS_WORDS.get(status, status)}"
+    if status == "running" and event.get("attempt", 1) > 1:
+        text += f" (attempt {event['attempt']})"
+    if status == "done" and event.get("duration") is not None:
+        text += f" in {event['duration']:.2f} s"
+    if status == "retrying" and event.get("reason"):
+        error = event.get("error") or {}
+        text += f": {error.get('ename')}: {error.get('evalue')}; {event['reason']}"
+    if status == "failed" and event.get("error"):
+        text += f": {_error_summary(event['error'])}"
+    return text
+
+
+def _error_summary(error: Mapping[str, Any]) -> str:
+    where = "setup" if error.get("cell_index") is None else f"cell {error['cell_index']}"
+    if error.get("line") is not None:
+        where += f", line {error['line']}"
+    return f"{error.get('ename')}: {error.get('evalue')} ({where})"
+
+
+class ProgressDisplay:
+    """Task progress on a stream. On a terminal, one line per task redrawn in place; otherwise
+    one plain line per status change (logs, CI)."""
+
+    def __init__(self, stream: TextIO, live: bool | None = None):
+        self.stream = stream
+        self.live = stream.isatty() if live is None else live
+        self.lines: dict[str, str] = {}
+        self._drawn = 0
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        if event.get("type") == "run":
+            self._run_event(event)
+        elif event.get("type") == "task":
+            line = _task_line(event)
+            self.lines[str(event["task"])] = line
+            if self.live and self._fits():
+                self._redraw()
+            elif event["status"] != "waiting":
+                print(f"  {line}", file=self.stream, flush=True)
+
+    def _run_event(self, event: Mapping[str, Any]) -> None:
+        if event["status"] == "started":
+            print(f"kiln: run {event['run_id']} started", file=self.stream)
+            if event.get("dashboard"):
+                print(f"kiln: Dask dashboard: {event['dashboard']}", file=self.stream)
+        else:
+            print(f"kiln: run {event['run_id']} {event['status']}", file=self.stream)
+        self.stream.flush()
+        self._drawn = 0
+
+    def _fits(self) -> bool:
+        return len(self.lines) < shutil.get_terminal_size((80, 24)).lines - 2
+
+    def _redraw(self) -> None:
+        width = shutil.get_terminal_size((80, 24)).columns
+        if self._drawn:
+            self.stream.write(f"\x1b[{self._drawn}F")  # back to the first task line
+        for line in self.lines.values():
+            self.stream.write("\x1b[2K  " + line[: width - 3] + "\n")
+        self._drawn = len(self.lines)
+        self.stream.flush()
+
+
+# -- the summary -------------------------------------------------------------------------------
+
+
+def summary_table(result: RunResult) -> str:
+    rows = [("task", "status", "duration", "cache", "attempts", "peak memory")]
+    for task in result.tasks:
+        rows.append(
+            (
+                task.name,
+                task.status,
+                "-" if task.duration is None else f"{task.duration:.2f} s",
+                "hit" if task.cached else "-",
+                str(task.attempts),
+                format_bytes(task.peak_memory),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary_json(result: RunResult) -> dict[str, Any]:
+    """What `--json` prints: the run and every task (full records under `tasks`)."""
+    return result.to_dict()
+
+
+def _print_failures(result: RunResult, stream: TextIO) -> None:
+    for task in result.tasks:
+        if task.status == "failed" and task.error:
+            print(f"\ntask {task.name} failed: {_error_summary(task.error)}", file=stream)
+            for chunk in task.error.get("traceback") or []:
+                print(chunk.rstrip("\n"), file=stream)
+
+
+def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path: Any) -> int:
+    """Run a compiled spec as `kiln run` does; returns the exit code."""
+    try:
+        params = coerce_parameters(spec, dict(args.parameters or []))
+    except ValueError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    progress = ProgressDisplay(sys.stderr)
+    try:
+        result = run_pipeline(
+            spec,
+            notebook_path=Path(notebook_path),
+            params=params,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            use_cache=not args.no_cache,
+            force=args.force or (),
+            store_url=args.store,
+            output_notebook=getattr(args, "output_notebook", None),
+            on_event=progress,
+        )
+    except (ResourceUnavailable, ValueError, OSError, TimeoutError) as exc:
+        print(f"kiln: the run could not start: {exc}", file=sys.stderr)
+        return EXIT_NOT_STARTED
+    _print_failures(result, sys.stderr)
+    if args.json:
+        print(json.dumps(summary_json(result), indent=2, default=repr))
+    else:
+        print(summary_table(result))
+        print(f"\nrun {result.run_id}: {result.status}")
+        if result.output_notebook:
+            print(f"output notebook: {os.path.relpath(result.output_notebook)}")
+    return EXIT_OK if result.ok else EXIT_FAILED

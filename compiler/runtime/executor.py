@@ -1,0 +1,647 @@
+"""Run one task inside a Dask worker with IPython semantics, and capture what its cells show.
+
+One `InteractiveShell` lives in each worker process (workers run one task at a time: one thread
+each); every task gets a fresh user namespace of setup names, parameter values and inputs. Each
+cell's own source goes through `shell.run_cell`, so magics, `!cmd` and `display()` behave as in
+Jupyter, and stdout/stderr, rich displays, the last expression's value and errors are recorded as
+nbformat v4 output dicts.
+
+Everything here runs on the worker; the functions take and return plain data (dicts, lists) so
+the client never needs the values themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .cache import store_at
+
+# -- errors injected into the task's thread -------------------------------------------------
+
+
+class TaskTimeout(BaseException):
+    """Raised inside a task that ran past its `timeout` (BaseException: `except Exception`
+    in the notebook must not swallow it)."""
+
+    message = "task exceeded its timeout"
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.message
+
+
+class WorkerMemoryExceeded(MemoryError):
+    """Raised inside a task whose worker process is about to exceed its memory limit, before the
+    nanny kills the whole worker; the client retries it on a worker with more memory."""
+
+    message = "worker memory limit exceeded"
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.message
+
+
+class TaskFailed(Exception):
+    """A task's code raised. Carries the task record: the error mapped to its notebook cell and
+    line, and every cell's captured outputs up to the failure."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+        super().__init__(str(self))  # short args: Dask logs and reprs stay readable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.record,))
+
+    def __str__(self) -> str:
+        error = self.record.get("error") or {}
+        where = "setup" if error.get("cell_index") is None else f"cell {error['cell_index']}"
+        if error.get("line") is not None:
+            where += f", line {error['line']}"
+        return f"task {self.record.get('task')!r} failed at {where}: {error.get('ename')}: " + str(
+            error.get("evalue")
+        )
+
+
+# -- output capture --------------------------------------------------------------------------
+
+
+class OutputCollector:
+    """The outputs of one cell, in the order they appeared, as nbformat v4 dicts."""
+
+    def __init__(self) -> None:
+        self.outputs: list[dict[str, Any]] = []
+        self._clear_on_next = False
+
+    def _before_add(self) -> None:
+        if self._clear_on_next:
+            self.outputs.clear()
+            self._clear_on_next = False
+
+    def add_stream(self, name: str, text: str) -> None:
+        if not text:
+            return
+        self._before_add()
+        last = self.outputs[-1] if self.outputs else None
+        if last and last["output_type"] == "stream" and last["name"] == name:
+            last["text"] += text  # consecutive writes form one output, as in Jupyter
+        else:
+            self.outputs.append({"output_type": "stream", "name": name, "text": text})
+
+    def add(self, output: dict[str, Any]) -> None:
+        self._before_add()
+        self.outputs.append(output)
+
+    def clear(self, wait: bool) -> None:
+        if wait:
+            self._clear_on_next = True
+        else:
+            self.outputs.clear()
+
+
+class _StreamToCollector:
+    """A text file that appends to the active collector (sys.stdout/sys.stderr during a cell)."""
+
+    def __init__(self, name: str, collector: OutputCollector):
+        self.name = name
+        self.collector = collector
+
+    def write(self, text: str) -> int:
+        self.collector.add_stream(self.name, str(text))
+        return len(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+def jsonable_bundle(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A mime bundle nbformat accepts: bytes (images) as base64 text, JSON types kept."""
+    bundle: dict[str, Any] = {}
+    for mime, value in data.items():
+        if isinstance(value, bytes):
+            bundle[mime] = base64.b64encode(value).decode("ascii")
+        elif mime == "application/json" or mime.endswith("+json"):
+            bundle[mime] = json.loads(json.dumps(value, default=repr))
+        else:
+            bundle[mime] = value if isinstance(value, str) else str(value)
+    return bundle
+
+
+_ACTIVE = OutputCollector()  # where the shell's display machinery writes right now
+
+
+def _make_shell_class() -> Any:
+    # IPython is imported lazily so importing the runtime (on the client) stays fast.
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets import Type
+
+    class CapturingDisplayHook(DisplayHook):
+        """The last expression's value becomes an execute_result instead of printed text."""
+
+        def write_output_prompt(self) -> None:
+            pass
+
+        def write_format_data(self, format_dict: Any, md_dict: Any = None) -> None:
+            _ACTIVE.add(
+                {
+                    "output_type": "execute_result",
+                    "data": jsonable_bundle(format_dict),
+                    "metadata": dict(md_dict or {}),
+                    "execution_count": None,
+                }
+            )
+
+        def finish_displayhook(self) -> None:
+            pass
+
+    class CapturingDisplayPublisher(DisplayPublisher):
+        """`display(...)` becomes a display_data output."""
+
+        def publish(
+            self,
+            data: Any,
+            metadata: Any = None,
+            source: Any = None,
+            *,
+            transient: Any = None,
+            update: bool = False,
+            **kwargs: Any,
+        ) -> None:
+            _ACTIVE.add(
+                {
+                    "output_type": "display_data",
+                    "data": jsonable_bundle(data),
+                    "metadata": dict(metadata or {}),
+                }
+            )
+
+        def clear_output(self, wait: bool = False) -> None:
+            _ACTIVE.clear(wait)
+
+    class KilnShell(InteractiveShell):
+        displayhook_class = Type(CapturingDisplayHook)
+        display_pub_class = Type(CapturingDisplayPublisher)
+
+        def _showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
+            # Instead of printing the traceback to stdout, keep it as the cell's error output.
+            _ACTIVE.add(
+                {
+                    "output_type": "error",
+                    "ename": getattr(etype, "__name__", str(etype)),
+                    "evalue": str(evalue),
+                    "traceback": list(stb),
+                }
+            )
+
+    return KilnShell
+
+
+_SHELL: Any = None
+_BASELINE_NS: dict[str, Any] = {}
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def get_shell() -> Any:
+    """This worker process's shell, created on first use."""
+    global _SHELL, _BASELINE_NS
+    if _SHELL is None:
+        from traitlets.config import Config
+
+        # Figures show up as in Jupyter: matplotlib's inline backend (from matplotlib-inline,
+        # which ipykernel brings) displays them after each cell; nothing is imported until the
+        # notebook imports matplotlib itself.
+        if _has_module("matplotlib_inline"):
+            os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        config = Config()
+        config.HistoryManager.enabled = False  # no sqlite history per worker
+        config.InteractiveShell.cache_size = 0  # no Out[n] cache keeping old values alive
+        config.InteractiveShell.colors = "nocolor"  # tracebacks read well in CLI and notebook
+        _SHELL = _make_shell_class().instance(config=config)
+        _BASELINE_NS = dict(_SHELL.user_ns)
+    return _SHELL
+
+
+def fresh_namespace(shell: Any, names: Mapping[str, Any]) -> None:
+    """Reset the user namespace to the shell's initial one plus `names` (faster than reset())."""
+    ns = shell.user_ns
+    ns.clear()
+    ns.update(_BASELINE_NS)
+    hist = shell.history_manager
+    del hist.input_hist_parsed[1:]
+    del hist.input_hist_raw[1:]
+    hist.output_hist.clear()
+    ns.update(names)
+
+
+# -- watchdog: timeout, memory limit, peak memory -----------------------------------------------
+
+
+def _async_raise(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
+    )
+
+
+class TaskGuard:
+    """Watches the running task: samples the worker process's RSS (for the task's peak memory),
+    stops the task past its timeout, and stops it before the worker would exceed its memory
+    limit. Dask cannot kill a worker thread, so stopping means raising an exception inside that
+    thread (PyThreadState_SetAsyncExc). The watching is done by one long-lived thread per worker
+    process (`_Watchdog`): starting a thread per task would cost more than a trivial task."""
+
+    def __init__(self, timeout: float | None, memory_threshold: int | None):
+        self.timeout = timeout
+        self.memory_threshold = memory_threshold
+        self.peak_rss = 0
+        self.fired: type[BaseException] | None = None
+        self._lock = threading.Lock()
+        self._active = False
+        self._thread_id = 0
+        self.started = 0.0
+
+    def sample(self) -> int:
+        rss = _WATCHDOG.rss()
+        self.peak_rss = max(self.peak_rss, rss)
+        return rss
+
+    def check(self, rss: int) -> None:
+        """Called by the watchdog thread with a fresh RSS sample."""
+        self.peak_rss = max(self.peak_rss, rss)
+        if self.timeout and time.monotonic() - self.started > self.timeout:
+            message = f"task exceeded its timeout of {self.timeout}s"
+            self._interrupt(type("TaskTimeout", (TaskTimeout,), {"message": message}))
+        if self.memory_threshold and rss > self.memory_threshold:
+            message = (
+                f"worker memory use passed {self.memory_threshold} bytes, close to its limit; "
+                "the task will be retried with more memory"
+            )
+            self._interrupt(
+                type("WorkerMemoryExceeded", (WorkerMemoryExceeded,), {"message": message})
+            )
+
+    def _interrupt(self, exc_type: type[BaseException]) -> None:
+        with self._lock:
+            if self._active and self.fired is None:
+                self.fired = exc_type
+                _async_raise(self._thread_id, exc_type)
+
+    def __enter__(self) -> TaskGuard:
+        self._thread_id = threading.get_ident()
+        self.started = time.monotonic()
+        self._active = True
+        self.sample()
+        _WATCHDOG.watch(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _WATCHDOG.watch(None)
+        with self._lock:
+            self._active = False
+            if self.fired is not None:
+                _async_raise(self._thread_id, None)  # drop it if not yet delivered
+        self.sample()
+
+
+class _Watchdog:
+    """The per-process thread behind TaskGuard: sleeps while no task runs."""
+
+    # Every wake-up takes the GIL from the task's thread; at 20 ms a pure-Python loop ran up to
+    # 2x slower here. 100 ms is Dask's own memory-monitor interval.
+    interval = 0.1
+
+    def __init__(self) -> None:
+        self._guard: TaskGuard | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._process: Any = None
+
+    def rss(self) -> int:
+        if self._process is None:
+            import psutil
+
+            self._process = psutil.Process()
+        try:
+            return int(self._process.memory_info().rss)
+        except Exception:
+            return 0
+
+    def watch(self, guard: TaskGuard | None) -> None:
+        with self._changed:
+            self._guard = guard
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="kiln-watchdog", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._guard is None:
+                    self._changed.wait()
+                guard = self._guard
+            time.sleep(self.interval)
+            if guard is self._guard:
+                guard.check(self.rss())
+
+
+_WATCHDOG = _Watchdog()
+
+
+def memory_threshold_for(memory_limit: int | None) -> int | None:
+    """RSS at which a task is stopped: below the nanny's terminate fraction, so the task fails
+    with a MemoryError instead of the whole worker being killed."""
+    if not memory_limit:
+        return None
+    import dask.config
+
+    terminate = dask.config.get("distributed.worker.memory.terminate", 0.95) or 0.95
+    return int(memory_limit * min(0.85, float(terminate) - 0.1))
+
+
+def exit_worker_process() -> str:
+    """Run on a worker (Client.run) whose task thread is stuck past its timeout: the process
+    exits a moment later, after answering, and its nanny starts a fresh one."""
+    threading.Timer(0.2, os._exit, (75,)).start()
+    return "exiting"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _current_worker() -> Any:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+def _log_event(worker: Any, topic: str | None, message: dict[str, Any]) -> None:
+    if worker is not None and topic:
+        try:
+            worker.log_event(topic, message)
+        except Exception:  # events are progress information; never fail the task for one
+            pass
+
+
+@contextlib.contextmanager
+def _in_notebook_folder(folder: str | None) -> Iterator[None]:
+    """Relative paths and local imports resolve as in the notebook (cwd = its folder)."""
+    if not folder or not os.path.isdir(folder):
+        yield
+        return
+    previous = os.getcwd()
+    os.chdir(folder)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+
+
+@contextlib.contextmanager
+def _capturing(collector: OutputCollector) -> Iterator[None]:
+    global _ACTIVE
+    previous = (_ACTIVE, sys.stdout, sys.stderr)
+    _ACTIVE = collector
+    sys.stdout = _StreamToCollector("stdout", collector)
+    sys.stderr = _StreamToCollector("stderr", collector)
+    try:
+        yield
+    finally:
+        _ACTIVE, sys.stdout, sys.stderr = previous
+
+
+def _error_line(exc: BaseException, code_name_prefix: str) -> int | None:
+    """The line inside this cell where the error happened (innermost frame in the cell)."""
+    if isinstance(exc, SyntaxError):
+        return exc.lineno
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_filename.startswith(code_name_prefix):
+            line = lineno
+    return line
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, TaskTimeout):
+        return "timeout"
+    if isinstance(exc, MemoryError):
+        return "memory"
+    return "error"
+
+
+def describe_value(value: Any) -> dict[str, Any]:
+    from dask.sizeof import sizeof
+
+    kind = type(value)
+    try:
+        size = int(sizeof(value))
+    except Exception:
+        size = None
+    return {"type": f"{kind.__module__}.{kind.__qualname__}", "size": size}
+
+
+def _run_source(shell: Any, source: str, collector: OutputCollector) -> BaseException | None:
+    """Run one cell; the exception it raised (already recorded as an error output) or None."""
+    with _capturing(collector):
+        result = shell.run_cell(source, store_history=True, silent=False)
+    error = result.error_before_exec or result.error_in_exec
+    return error
+
+
+# -- the task --------------------------------------------------------------------------------
+
+
+def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) -> dict[str, Any]:
+    """Run one task's cells; return {"values": outputs, "record": what happened}.
+
+    `payload` is plain data built by the runner (see runner.task_payload); `upstream_outcomes`
+    are the outcomes of the tasks that produce its inputs, resolved by Dask on this worker.
+    Raises TaskFailed (carrying the record) when a cell raises.
+    """
+    started = time.time()
+    worker = _current_worker()
+    address = getattr(worker, "address", None)
+    memory_limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    topic = payload.get("event_topic")
+    _log_event(
+        worker,
+        topic,
+        {
+            "kind": "running",
+            "key": payload["key"],
+            "task": payload["task"],
+            "attempt": payload["attempt"],
+            "address": address,
+        },
+    )
+
+    inputs = {
+        name: upstream_outcomes[position]["values"][name]
+        for name, position in payload["inputs"].items()
+    }
+    injected = {**payload["parameters"], **inputs}
+    shell = get_shell()
+    fresh_namespace(shell, injected)
+
+    cells = [
+        {"cell_id": c["cell_id"], "cell_index": c["cell_index"], "outputs": [], "status": "not_run"}
+        for c in payload["cells"]
+    ]
+    error: dict[str, Any] | None = None
+    guard = TaskGuard(payload.get("timeout"), memory_threshold_for(memory_limit))
+    current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
+    with _in_notebook_folder(payload.get("notebook_dir")):
+        try:
+            with guard:
+                if payload.get("setup", "").strip():
+                    setup_out = OutputCollector()
+                    exc = _run_source(shell, payload["setup"], setup_out)
+                    if exc is not None:
+                        error = _error_record(exc, None, setup_out, "<ipython-input-none-")
+                        if cells:  # show it where the user looks: the task's first cell
+                            cells[0]["outputs"] = [setup_out.outputs[-1]]
+                            cells[0]["status"] = "error"
+                    shell.user_ns.update(injected)  # parameters and inputs win over setup
+                for spec_cell, cell in zip(payload["cells"], cells, strict=True):
+                    if error is not None:
+                        break
+                    current = cell
+                    collector = OutputCollector()
+                    cell["outputs"] = collector.outputs
+                    prefix = f"<ipython-input-{shell.execution_count}-"
+                    cell_started = time.monotonic()
+                    exc = _run_source(shell, spec_cell["source"], collector)
+                    cell["duration"] = time.monotonic() - cell_started
+                    cell["status"] = "error" if exc is not None else "ok"
+                    if exc is not None:
+                        error = _error_record(exc, spec_cell, collector, prefix)
+                current = None
+        except (TaskTimeout, MemoryError) as exc:
+            # Delivered outside the cell's own code (between cells, in IPython internals).
+            where = current or (cells[-1] if cells else None)
+            collector = OutputCollector()
+            collector.add(_error_output(exc))
+            if where is not None:
+                where["outputs"].extend(collector.outputs)
+                where["status"] = "error"
+            spec_cell = next(
+                (c for c in payload["cells"] if where and c["cell_id"] == where["cell_id"]), None
+            )
+            error = _error_record(exc, spec_cell, collector, "<ipython-input-none-")
+
+        values: dict[str, Any] = {}
+        if error is None:
+            missing = [name for name in payload["outputs"] if name not in shell.user_ns]
+            if missing:
+                last = payload["cells"][-1] if payload["cells"] else None
+                error = {
+                    "cell_index": last["cell_index"] if last else None,
+                    "cell_id": last["cell_id"] if last else None,
+                    "line": None,
+                    "ename": "NameError",
+                    "evalue": f"task {payload['task']!r} did not define {', '.join(missing)}, "
+                    "which downstream tasks read",
+                    "traceback": [],
+                    "reason": "error",
+                    "where": "outputs",
+                }
+            else:
+                values = {name: shell.user_ns[name] for name in payload["outputs"]}
+        fresh_namespace(shell, {})  # drop references so memory is freed between tasks
+
+    record: dict[str, Any] = {
+        "task": payload["task"],
+        "key": payload["key"],
+        "attempt": payload["attempt"],
+        "worker": address,
+        "memory_limit": memory_limit,
+        "started": started,
+        "duration": time.time() - started,
+        "peak_memory": guard.peak_rss or None,
+        "cells": cells,
+        "error": error,
+        "outputs": {},
+    }
+    if error is not None:
+        _log_event(worker, topic, {"kind": "failed", **record})
+        raise TaskFailed(record)
+
+    record["outputs"] = _describe_and_store(values, payload.get("store_url"))
+    _log_event(worker, topic, {"kind": "record", **record})
+    return {"values": values, "record": record}
+
+
+def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dict[str, Any]:
+    described: dict[str, Any] = {}
+    store = store_at(store_url) if store_url else None
+    for name, value in values.items():
+        info = describe_value(value)
+        info["digest"] = None
+        if store is not None:
+            try:
+                info["digest"], info["stored_bytes"] = store.put_value(value)
+            except Exception as exc:  # unpicklable values still flow in memory, uncached
+                info["store_error"] = f"{type(exc).__name__}: {exc}"
+        described[name] = info
+    return described
+
+
+def _error_output(exc: BaseException) -> dict[str, Any]:
+    return {
+        "output_type": "error",
+        "ename": type(exc).__name__,
+        "evalue": str(exc),
+        "traceback": traceback.format_exception(exc),
+    }
+
+
+def _error_record(
+    exc: BaseException,
+    spec_cell: Mapping[str, Any] | None,
+    collector: OutputCollector,
+    code_name_prefix: str,
+) -> dict[str, Any]:
+    shown = [o for o in collector.outputs if o["output_type"] == "error"]
+    if not shown:
+        shown = [_error_output(exc)]
+        collector.add(shown[0])
+    return {
+        "cell_index": spec_cell["cell_index"] if spec_cell else None,
+        "cell_id": spec_cell["cell_id"] if spec_cell else None,
+        "line": _error_line(exc, code_name_prefix),
+        "ename": type(exc).__name__,
+        "evalue": str(exc),
+        "traceback": shown[-1]["traceback"],
+        "reason": _error_kind(exc),
+        "where": "cell" if spec_cell else "setup",
+    }

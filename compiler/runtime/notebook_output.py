@@ -1,0 +1,161 @@
+"""The run's output notebook: the source notebook with this run's outputs and `metadata.kiln`.
+
+Task cells get the outputs captured on the workers (or, for cache hits, the ones stored with the
+cache entry); every other code cell keeps its source and loses stale outputs. Like papermill, a
+cell tagged `injected-parameters` follows the parameters cell when the run overrides defaults.
+
+Notebooks are read and written as plain nbformat-4 JSON: importing nbformat costs over a second
+here (jsonschema's format checkers), more than a fully cached run takes. Older notebook formats
+go through nbformat's converter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .results import RunResult
+
+
+def _injected_parameters_cell(
+    parameters: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> Any | None:
+    changed = {k: v for k, v in parameters.items() if defaults.get(k, object()) != v}
+    if not changed:
+        return None
+    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in changed.items())
+    return {
+        "cell_type": "code",
+        "id": uuid.uuid4().hex[:8],
+        "metadata": {"tags": ["injected-parameters"]},
+        "source": source.rstrip("\n"),
+        "outputs": [],
+        "execution_count": None,
+    }
+
+
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def build_output_notebook(
+    node: Any,
+    *,
+    spec: Mapping[str, Any],
+    result: RunResult,
+    cells_by_task: Mapping[str, list[dict[str, Any]]],
+) -> Any:
+    """A copy of notebook `node` carrying the run's outputs (pure: `node` is not modified)."""
+    nb = copy.deepcopy(node)
+    task_results = {t.name: t for t in result.tasks}
+    # cell id (and index, for notebooks without ids) -> (task name, captured cell record)
+    by_id: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    by_index: dict[int, tuple[str, dict[str, Any] | None]] = {}
+    for task in spec["tasks"]:
+        captured_by_id = {c.get("cell_id"): c for c in cells_by_task.get(task["name"], [])}
+        for code_cell in task.get("code", []):
+            entry = (task["name"], captured_by_id.get(code_cell["cell_id"]))
+            by_id[code_cell["cell_id"]] = entry
+            by_index[code_cell["cell_index"]] = entry
+
+    execution_count = 0
+    parameters_at: int | None = None
+    cells = nb["cells"]
+    for index, cell in enumerate(cells):
+        if cell.get("cell_type") != "code":
+            continue
+        metadata = cell.setdefault("metadata", {})
+        tags = metadata.get("tags", []) or []
+        if "parameters" in tags and parameters_at is None:
+            parameters_at = index
+        cell["outputs"] = []
+        cell["execution_count"] = None
+        metadata.pop("kiln", None)
+        found = by_id.get(cell.get("id", "")) or by_index.get(index)
+        if found is None:
+            continue
+        task_name, captured = found
+        task = task_results[task_name]
+        cell_status = task.status
+        if captured is not None:
+            outputs = [copy.deepcopy(o) for o in captured.get("outputs", [])]
+            if captured.get("status") == "not_run":
+                cell_status = "not_run"
+            elif outputs or captured.get("status") in ("ok", "error"):
+                execution_count += 1
+                cell["execution_count"] = execution_count
+                for output in outputs:
+                    if output.get("output_type") == "execute_result":
+                        output["execution_count"] = execution_count
+            cell["outputs"] = outputs
+        elif task.status in ("failed", "upstream_failed"):
+            cell_status = "not_run"
+        metadata["kiln"] = {
+            "run_id": result.run_id,
+            "task": task_name,
+            "version": task.version,
+            "cache_key": task.cache_key,
+            "status": cell_status,
+            "task_status": task.status,
+            "cached": task.cached,
+            "duration": task.duration,
+            "artifacts": {name: info.get("digest") for name, info in task.outputs.items()},
+        }
+
+    injected = _injected_parameters_cell(result.parameters, spec.get("parameters") or {})
+    if injected is not None:
+        cells.insert(parameters_at + 1 if parameters_at is not None else 0, injected)
+
+    nb.setdefault("metadata", {})["kiln"] = {
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "version": result.version,
+        "status": result.status,
+        "parameters": result.parameters,
+        "started": result.started,
+        "finished": result.finished,
+    }
+    return nb
+
+
+def read_notebook_json(path: Path) -> dict[str, Any]:
+    """The notebook as nbformat-4 JSON (converted by nbformat only when older)."""
+    with open(path, encoding="utf-8") as f:
+        nb = json.load(f)
+    if nb.get("nbformat") != 4:
+        import nbformat
+
+        nb = json.loads(nbformat.writes(nbformat.read(str(path), as_version=4)))
+    return dict(nb)
+
+
+def write_notebook_atomic(nb: Mapping[str, Any], path: Path) -> None:
+    """Write as nbformat does (sorted keys, indent 1), via a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump(nb, f, sort_keys=True, indent=1, ensure_ascii=False, default=repr)
+            f.write("\n")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_output_notebook(
+    notebook_path: Path,
+    output_path: Path,
+    *,
+    spec: Mapping[str, Any],
+    result: RunResult,
+    cells_by_task: Mapping[str, list[dict[str, Any]]],
+) -> Path:
+    node = read_notebook_json(notebook_path)
+    nb = build_output_notebook(node, spec=spec, result=result, cells_by_task=cells_by_task)
+    write_notebook_atomic(nb, Path(output_path))
+    return Path(output_path)

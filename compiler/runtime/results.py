@@ -1,0 +1,73 @@
+"""What a run returns: plain records, serializable with to_dict() (for `kiln run --json`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Task statuses, in the order a task can pass through them.
+WAITING = "waiting"
+RUNNING = "running"
+RETRYING = "retrying"
+CACHED = "cached"
+DONE = "done"
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+
+SUCCEEDED_STATES = (DONE, CACHED)
+FINAL_STATES = (DONE, CACHED, FAILED, UPSTREAM_FAILED)
+
+
+@dataclass
+class TaskResult:
+    name: str
+    version: str
+    cache_key: str
+    status: str = WAITING
+    cached: bool = False
+    attempts: int = 0
+    duration: float | None = None  # seconds of the successful (or last) attempt
+    peak_memory: int | None = None  # peak RSS of the worker process while the task ran, bytes
+    worker: str | None = None
+    resources: dict[str, Any] = field(default_factory=dict)  # as declared in the spec
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> digest/type/size
+    error: dict[str, Any] | None = None  # cell_index, cell_id, line, ename, evalue, traceback
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)  # each attempt, and why
+    cache_note: str | None = None  # why a cache entry was not used, when it existed
+
+    @property
+    def ok(self) -> bool:
+        return self.status in SUCCEEDED_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # "succeeded" | "failed"
+    pipeline: str
+    version: str
+    started: str  # ISO 8601, UTC
+    finished: str
+    parameters: dict[str, Any]
+    tasks: list[TaskResult]
+    output_notebook: str | None = None
+    dashboard: str | None = None
+    store_url: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def task(self, name: str) -> TaskResult:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tasks"] = [t.to_dict() for t in self.tasks]
+        return data

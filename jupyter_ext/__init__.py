@@ -1,0 +1,39 @@
+"""Kiln inside Jupyter: the server extension (REST endpoints under /kiln/), the prebuilt
+JupyterLab extension (jupyter_ext/labextension, built from jupyter_ext/src) and an
+ipywidgets widget for the same graph and run progress inside a notebook's output."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+try:
+    __version__ = version("nbkiln")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = ["PipelineWidget", "__version__"]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "nbkiln"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_ext"}]
+
+
+def _load_jupyter_server_extension(server_app: Any) -> None:
+    from .handlers import setup_handlers
+
+    setup_handlers(server_app)
+    server_app.log.info("Kiln server extension loaded: endpoints under /kiln/")
+
+
+def __getattr__(name: str) -> Any:
+    # The widget needs ipywidgets; the server extension must load without importing it.
+    if name == "PipelineWidget":
+        from .widget import PipelineWidget
+
+        return PipelineWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

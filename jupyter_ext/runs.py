@@ -1,0 +1,242 @@
+"""Pipeline runs started from the Jupyter server: one background thread per run, events in memory.
+
+The runtime (`compiler.runtime.run_pipeline`) does all the work; this module only starts it,
+keeps what it reports per run id, and answers "what is this run doing now?" for the UI's polls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import threading
+import traceback
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .paths import api_path_of
+
+Runner = Callable[..., Any]  # run_pipeline's signature; returns an object with to_dict()
+
+MAX_RUNS_KEPT = 50
+MAX_EVENTS_KEPT = 5000
+FINAL_RUN_STATES = ("succeeded", "failed")
+
+
+class RunConflict(Exception):
+    """A run of this notebook is already in progress in this server."""
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def output_notebook_for(notebook_file: Path, run_id: str) -> Path:
+    """Where a run started from the UI writes its output notebook.
+
+    Beside the notebook and not hidden, so JupyterLab (whose contents manager refuses hidden
+    paths by default) can open it from the run's link.
+    """
+    return notebook_file.parent / "kiln-runs" / notebook_file.stem / f"{run_id}.ipynb"
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    path: str  # API path of the notebook, relative to the server root
+    notebook_file: Path
+    root_dir: Path
+    parameters: dict[str, Any]
+    scheduler: str | None = None
+    status: str = "starting"  # starting | running | succeeded | failed
+    started: str = field(default_factory=_now_iso)
+    finished: str | None = None
+    dashboard: str | None = None
+    output_notebook: str | None = None  # API path, once written
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest state per task
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None  # a failure of the run itself (not of a task)
+    notes: list[str] = field(default_factory=list)  # options the runtime did not take
+    result: dict[str, Any] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_RUN_STATES
+
+    def record_event(self, event: dict[str, Any]) -> None:
+        """The runtime's on_event callback; called from the runtime's thread."""
+        with self.lock:
+            if len(self.events) < MAX_EVENTS_KEPT:
+                self.events.append(dict(event))
+            if event.get("type") == "task" and event.get("task"):
+                state = self.tasks.setdefault(str(event["task"]), {})
+                state["status"] = event.get("status")
+                if event.get("status") in ("waiting", "running", "cached", "done"):
+                    state.pop("error", None)  # an earlier attempt's error no longer applies
+                for key in ("duration", "error", "attempt"):
+                    if event.get(key) is not None:
+                        state[key] = event[key]
+            elif event.get("type") == "run":
+                if event.get("dashboard"):
+                    self.dashboard = str(event["dashboard"])
+                if event.get("status") in ("started", "running") and not self.done:
+                    self.status = "running"
+
+    def finish(self, result: Any | None, error: str | None) -> None:
+        with self.lock:
+            self.finished = _now_iso()
+            if result is not None:
+                data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+                self.result = data
+                self.status = "succeeded" if data.get("status") == "succeeded" else "failed"
+                self.dashboard = data.get("dashboard") or self.dashboard
+                for task in data.get("tasks", []):
+                    state = self.tasks.setdefault(task["name"], {})
+                    state["status"] = task.get("status")
+                    for key in ("duration", "error", "attempts"):
+                        if task.get(key) is not None:
+                            state[key] = task[key]
+                out = data.get("output_notebook")
+                if out:
+                    try:
+                        self.output_notebook = api_path_of(self.root_dir, out)
+                    except ValueError:
+                        self.output_notebook = None  # written outside the root: not servable
+            else:
+                self.status = "failed"
+                self.error = error or "the run failed"
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "run_id": self.run_id,
+                "path": self.path,
+                "status": self.status,
+                "started": self.started,
+                "finished": self.finished,
+                "dashboard": self.dashboard,
+                "output_notebook": self.output_notebook,
+                "error": self.error,
+                "notes": list(self.notes),
+            }
+
+    def to_dict(self, since: int = 0) -> dict[str, Any]:
+        data = self.summary()
+        with self.lock:
+            data.update(
+                {
+                    "parameters": self.parameters,
+                    "scheduler": self.scheduler,
+                    "tasks": {name: dict(state) for name, state in self.tasks.items()},
+                    "events": self.events[since:],
+                    "event_count": len(self.events),
+                }
+            )
+        return data
+
+
+def _default_runner() -> Runner:
+    from compiler.runtime import run_pipeline
+
+    return run_pipeline
+
+
+def _accepts(runner: Runner, name: str) -> bool:
+    try:
+        parameters = inspect.signature(runner).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def runtime_available() -> bool:
+    try:
+        _default_runner()
+    except ImportError:
+        return False
+    return True
+
+
+class RunManager:
+    """Runs of this server, newest last; at most one live run per notebook."""
+
+    def __init__(self, root_dir: str | Path, runner: Runner | None = None):
+        self.root_dir = Path(root_dir).resolve()
+        self._runner = runner
+        self._runs: OrderedDict[str, RunRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def runner(self) -> Runner:
+        return self._runner or _default_runner()
+
+    def start(
+        self,
+        spec: dict[str, Any],
+        notebook_file: Path,
+        *,
+        parameters: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        """Start the run in a daemon thread (a server shutdown never waits for a pipeline)."""
+        runner = self.runner  # ImportError here means: no runtime; the handler answers 501
+        path = api_path_of(self.root_dir, notebook_file)
+        options = dict(options or {})
+        notes: list[str] = []
+        for name in list(options):
+            if not _accepts(runner, name):
+                options.pop(name)
+                notes.append(f"{name} not used: this Kiln runtime has no such option yet")
+        with self._lock:
+            for other in self._runs.values():
+                if other.path == path and not other.done:
+                    raise RunConflict(f"a run of {path} is in progress: {other.run_id}")
+            run_id = uuid.uuid4().hex[:16]
+            record = RunRecord(
+                run_id=run_id,
+                path=path,
+                notebook_file=notebook_file,
+                root_dir=self.root_dir,
+                parameters=dict(parameters or {}),
+                scheduler=options.get("scheduler"),
+                notes=notes,
+            )
+            self._runs[run_id] = record
+            while len(self._runs) > MAX_RUNS_KEPT:
+                oldest = next(iter(self._runs))
+                if not self._runs[oldest].done:
+                    break
+                self._runs.pop(oldest)
+
+        def work() -> None:
+            try:
+                result = runner(
+                    spec,
+                    notebook_path=str(notebook_file),
+                    params=record.parameters or None,
+                    output_notebook=str(output_notebook_for(notebook_file, run_id)),
+                    on_event=record.record_event,
+                    run_id=run_id,
+                    **options,
+                )
+            except Exception as exc:  # a run must always end in a state the UI can show
+                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                record.finish(None, detail)
+            else:
+                record.finish(result, None)
+
+        threading.Thread(target=work, name=f"kiln-run-{run_id}", daemon=True).start()
+        return record
+
+    def get(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def list(self, path: str | None = None) -> list[RunRecord]:
+        with self._lock:
+            runs = list(self._runs.values())
+        return [r for r in reversed(runs) if path is None or r.path == path]

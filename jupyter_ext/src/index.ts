@@ -1,0 +1,20 @@
+import { JupyterFrontEndPlugin } from '@jupyterlab/application';
+
+import { badgesPlugin } from './badges';
+import { panelPlugin } from './panel';
+import { pipelinesPlugin } from './pipelines';
+import { runPlugin } from './run';
+import { taggingPlugin } from './tagging';
+
+export { IKilnPipelines } from './tokens';
+
+/** Kiln's JupyterLab plugins, one per responsibility. */
+const plugins: JupyterFrontEndPlugin<any>[] = [
+  pipelinesPlugin,
+  taggingPlugin,
+  panelPlugin,
+  badgesPlugin,
+  runPlugin
+];
+
+export default plugins;

@@ -1,0 +1,350 @@
+import { Cell, ICellModel } from '@jupyterlab/cells';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { KilnRequestError, postKiln, requestKiln } from './api';
+import {
+  ICompileResult,
+  IDiagnostic,
+  IKilnSettings,
+  IRunState,
+  ITaskSpec,
+  ITaskState,
+  isFinalRun
+} from './types';
+
+/** Task colours, by the task's position in the spec (stable while the DAG is). */
+export const TASK_COLORS = [
+  '#4e79a7',
+  '#f28e2b',
+  '#59a14f',
+  '#b07aa1',
+  '#e15759',
+  '#76b7b2',
+  '#edc948',
+  '#9c755f',
+  '#ff9da7',
+  '#bab0ac'
+];
+
+const POLL_MS = 500;
+
+/** Which task a cell belongs to, as the last compile result says. */
+export interface ICellTask {
+  task: ITaskSpec;
+  first: boolean;
+  color: string;
+}
+
+/** A cell widget and its index in the notebook. */
+export interface ICellRef {
+  cell: Cell;
+  index: number;
+}
+
+/**
+ * The pipeline of one notebook: the last compile result of its current content (refreshed
+ * from /kiln/compile, debounced, as the notebook changes) and the state of its last run.
+ */
+export class PipelineModel implements IDisposable {
+  constructor(
+    readonly panel: NotebookPanel,
+    private readonly _settings: () => IKilnSettings
+  ) {
+    panel.context.ready.then(() => {
+      if (this._disposed) {
+        return;
+      }
+      panel.model?.contentChanged.connect(this._onContentChanged, this);
+      void this.compileNow();
+      void this._resumeLatestRun();
+    });
+    panel.context.pathChanged.connect(this._onContentChanged, this);
+    panel.disposed.connect(() => this.dispose());
+  }
+
+  /** Emitted whenever the compile result, the run state or the busy flags change. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  get disposed(): ISignal<this, void> {
+    return this._disposedSignal;
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  get path(): string {
+    return this.panel.context.localPath;
+  }
+
+  get compileResult(): ICompileResult | null {
+    return this._compileResult;
+  }
+
+  /** Why the last compile request failed (unreadable notebook, server down), or null. */
+  get compileError(): string | null {
+    return this._compileError;
+  }
+
+  get compiling(): boolean {
+    return this._compiling;
+  }
+
+  get run(): IRunState | null {
+    return this._run;
+  }
+
+  /** Why the last run could not start, or null. */
+  get runError(): string | null {
+    return this._runError;
+  }
+
+  get runDiagnostics(): IDiagnostic[] {
+    return this._runDiagnostics;
+  }
+
+  get running(): boolean {
+    return this._starting || (this._run !== null && !isFinalRun(this._run.status));
+  }
+
+  get tasks(): ITaskSpec[] {
+    return this._compileResult?.spec?.tasks ?? [];
+  }
+
+  get diagnostics(): IDiagnostic[] {
+    return this._compileResult?.diagnostics ?? [];
+  }
+
+  taskColor(name: string): string {
+    const index = this.tasks.findIndex(t => t.name === name);
+    return TASK_COLORS[(index < 0 ? 0 : index) % TASK_COLORS.length];
+  }
+
+  taskState(name: string): ITaskState | null {
+    return this._run?.tasks[name] ?? null;
+  }
+
+  /** The task a cell belongs to, from the last compile result. */
+  cellTask(model: ICellModel, index: number): ICellTask | null {
+    const hit = this._cellTasks.byId.get(model.id) ?? this._cellTasks.byIndex.get(index);
+    return hit ?? null;
+  }
+
+  /** A cell by the id the compiler or runtime reported, else by its index. */
+  findCell(cellId: string | null | undefined, cellIndex: number | null | undefined): ICellRef | null {
+    const cells = this.panel.content.widgets;
+    if (cellId) {
+      const index = cells.findIndex(c => c.model.id === cellId);
+      if (index >= 0) {
+        return { cell: cells[index], index };
+      }
+    }
+    if (cellIndex !== null && cellIndex !== undefined && cellIndex >= 0 && cellIndex < cells.length) {
+      return { cell: cells[cellIndex], index: cellIndex };
+    }
+    return null;
+  }
+
+  /** Make a cell the active one, scroll to it and put the cursor on `line` (1-based). */
+  async revealCell(
+    cellId: string | null | undefined,
+    cellIndex: number | null | undefined,
+    line?: number | null,
+    col?: number | null
+  ): Promise<boolean> {
+    const ref = this.findCell(cellId, cellIndex);
+    if (!ref) {
+      return false;
+    }
+    const notebook = this.panel.content;
+    notebook.deselectAll();
+    notebook.activeCellIndex = ref.index;
+    await notebook.scrollToCell(ref.cell, 'center');
+    if (line && ref.cell.editor) {
+      ref.cell.editor.setCursorPosition({ line: Math.max(0, line - 1), column: Math.max(0, (col ?? 1) - 1) });
+      ref.cell.editor.focus();
+    }
+    return true;
+  }
+
+  /** Compile soon (debounced): called on every content change. */
+  scheduleCompile(): void {
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+    }
+    this._timer = window.setTimeout(() => {
+      this._timer = null;
+      void this.compileNow();
+    }, this._settings().compileDelayMs);
+  }
+
+  /** Post the notebook's current content (outputs left out) to /kiln/compile. */
+  async compileNow(force = false): Promise<void> {
+    const model = this.panel.model;
+    if (!model || this._disposed) {
+      return;
+    }
+    const notebook = model.toJSON() as { cells: Array<{ [key: string]: unknown }> };
+    notebook.cells = notebook.cells.map(cell =>
+      cell.cell_type === 'code' ? { ...cell, outputs: [], execution_count: null } : cell
+    );
+    const signature = JSON.stringify([this.path, notebook.cells]);
+    if (!force && signature === this._lastSignature) {
+      return; // outputs or selection changed, not the pipeline
+    }
+    this._lastSignature = signature;
+    const request = ++this._compileRequest;
+    this._compiling = true;
+    this._changed.emit();
+    try {
+      const result = await postKiln<ICompileResult>('compile', { path: this.path, notebook });
+      if (request !== this._compileRequest || this._disposed) {
+        return; // a newer compile is on its way
+      }
+      this._compileResult = result;
+      this._compileError = null;
+    } catch (error) {
+      if (request !== this._compileRequest || this._disposed) {
+        return;
+      }
+      this._compileResult = null;
+      this._compileError = (error as Error).message;
+      this._lastSignature = null;
+    }
+    this._compiling = false;
+    this._indexCells();
+    this._changed.emit();
+  }
+
+  /** Save the notebook, start a run of it on the server and follow it until it ends. */
+  async startRun(): Promise<void> {
+    if (this.running) {
+      return;
+    }
+    this._starting = true;
+    this._runError = null;
+    this._runDiagnostics = [];
+    this._changed.emit();
+    let runId: string;
+    try {
+      if (this.panel.context.model.dirty) {
+        await this.panel.context.save();
+      }
+      const settings = this._settings();
+      const started = await postKiln<IRunState>('runs', {
+        path: this.path,
+        scheduler: settings.schedulerAddress || undefined,
+        store_url: settings.storeUrl || undefined,
+        lineage_url: settings.lineageUrl || undefined,
+        workers: settings.workers > 0 ? settings.workers : undefined
+      });
+      this._run = { ...started, tasks: {} };
+      runId = started.run_id;
+    } catch (error) {
+      this._runError = (error as Error).message;
+      if (error instanceof KilnRequestError && Array.isArray(error.body.diagnostics)) {
+        this._runDiagnostics = error.body.diagnostics as IDiagnostic[];
+      }
+      throw error;
+    } finally {
+      this._starting = false;
+      this._changed.emit();
+    }
+    await this._follow(runId);
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    if (this._timer !== null) {
+      window.clearTimeout(this._timer);
+    }
+    this.panel.model?.contentChanged.disconnect(this._onContentChanged, this);
+    this._disposedSignal.emit();
+    Signal.clearData(this);
+  }
+
+  private _onContentChanged(): void {
+    this.scheduleCompile();
+  }
+
+  private async _follow(runId: string): Promise<void> {
+    while (!this._disposed) {
+      let state: IRunState;
+      try {
+        state = await requestKiln<IRunState>(`runs/${runId}?since=${this._run?.event_count ?? 0}`);
+      } catch (error) {
+        this._runError = `lost track of run ${runId}: ${(error as Error).message}`;
+        this._changed.emit();
+        return;
+      }
+      if (this._run?.run_id !== runId) {
+        return; // another run took over
+      }
+      this._run = state;
+      this._changed.emit();
+      if (isFinalRun(state.status)) {
+        return;
+      }
+      await new Promise(resolve => window.setTimeout(resolve, POLL_MS));
+    }
+  }
+
+  /** Show this server's latest run of the notebook; follow it if it is still going. */
+  private async _resumeLatestRun(): Promise<void> {
+    try {
+      const { runs } = await requestKiln<{ runs: IRunState[] }>(
+        `runs?path=${encodeURIComponent(this.path)}`
+      );
+      if (runs.length === 0 || this._run !== null) {
+        return;
+      }
+      this._run = { ...runs[0], tasks: {} };
+      await this._follow(runs[0].run_id);
+    } catch {
+      // No run history is not an error worth showing.
+    }
+  }
+
+  private _indexCells(): void {
+    const byId = new Map<string, ICellTask>();
+    const byIndex = new Map<number, ICellTask>();
+    this.tasks.forEach((task, i) => {
+      const color = TASK_COLORS[i % TASK_COLORS.length];
+      task.code.forEach((code, position) => {
+        const info = { task, first: position === 0, color };
+        byId.set(code.cell_id, info);
+        byIndex.set(code.cell_index, info);
+      });
+    });
+    // Ids come from the posted model, so they match; indexes are the fallback for
+    // notebooks whose cells have no ids (nbformat < 4.5).
+    const ids = new Set(this.panel.content.widgets.map(c => c.model.id));
+    const idsMatch = [...byId.keys()].some(id => ids.has(id));
+    this._cellTasks = { byId: idsMatch ? byId : new Map(), byIndex: idsMatch ? new Map() : byIndex };
+  }
+
+  private _changed = new Signal<this, void>(this);
+  private _disposedSignal = new Signal<this, void>(this);
+  private _disposed = false;
+  private _timer: number | null = null;
+  private _compileRequest = 0;
+  private _compiling = false;
+  private _lastSignature: string | null = null;
+  private _compileResult: ICompileResult | null = null;
+  private _compileError: string | null = null;
+  private _cellTasks: { byId: Map<string, ICellTask>; byIndex: Map<number, ICellTask> } = {
+    byId: new Map(),
+    byIndex: new Map()
+  };
+  private _run: IRunState | null = null;
+  private _runError: string | null = null;
+  private _runDiagnostics: IDiagnostic[] = [];
+  private _starting = false;
+}

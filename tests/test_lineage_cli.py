@@ -1,0 +1,302 @@
+"""`kiln runs | show | lineage | diff | rerun` after real runs on Dask, as a user would type them.
+
+Runs are recorded the way `kiln run` records them: a RunRecorder as the run's `on_event`
+(`recorded_run` below), into `.kiln/lineage.db` beside the notebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compiler.lineage import RunRecorder, open_store
+from compiler.lineage.command import register
+
+pytestmark = pytest.mark.timeout(300)
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recorded_run(notebook: Path, scheduler: str, params: dict | None = None):
+    """Compile and run a notebook with lineage recording on (what `kiln run` does)."""
+    from compiler.api import compile_notebook
+    from compiler.runtime import run_pipeline
+
+    compiled = compile_notebook(notebook)
+    assert compiled.ok, compiled.diagnostics
+    store = open_store(None, notebook)
+    with RunRecorder(
+        store, compiled.spec, notebook, params, scheduler_address=scheduler
+    ) as recorder:
+        result = run_pipeline(
+            compiled.spec,
+            notebook_path=notebook,
+            params=params,
+            scheduler=scheduler,
+            on_event=recorder,
+            run_id=recorder.run_id,
+        )
+        recorder.finish(result)
+    store.close()
+    assert recorder.errors == []
+    return result, compiled.spec
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`kiln`'s own parser once compiler/cli.py registers the lineage commands; until then a
+    parser with only them."""
+    try:
+        from compiler.cli import build_parser
+
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "lineage" in sub.choices:
+            return parser
+    except ImportError:
+        pass
+    parser = argparse.ArgumentParser(prog="kiln")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def kiln(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    args = _parser().parse_args([str(a) for a in argv])
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def copy_project(folder: Path, name: str = "train_two_models.ipynb") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(NOTEBOOKS / name, folder / name)
+    shutil.copytree(NOTEBOOKS / "data", folder / "data")
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dask_scheduler_address):
+    """train_two_models run once; tests here only read it (or add runs of their own)."""
+    notebook = copy_project(tmp_path_factory.mktemp("lineage-cli"))
+    result, spec = recorded_run(notebook, dask_scheduler_address)
+    assert result.status == "succeeded", [t.error for t in result.tasks]
+    return notebook, result, spec
+
+
+def _cells(spec, task):
+    return [f"[{c['cell_index']}] {c['cell_id']}" for c in spec["tasks"][task]["code"]]
+
+
+def test_lineage_of_a_written_file_prints_the_cells_and_parameters_behind_it(
+    trained, capsys, monkeypatch
+):
+    notebook, result, spec = trained
+    monkeypatch.chdir(notebook.parent)
+    code, out, err = kiln(capsys, "lineage", "metrics.json")
+    assert code == 0, err
+    print(out)
+    metrics = notebook.parent / "metrics.json"
+    wine = notebook.parent / "data" / "wine.csv"
+    assert out.splitlines()[0] == str(metrics.resolve())
+    assert f"written by task evaluate in run {result.run_id}" in out
+    assert "parameters: n_trees=50, seed=7, test_size=0.25" in out
+    wine_digest = hashlib.sha256(wine.read_bytes()).hexdigest()
+    assert f"input files: data/wine.csv (sha256 {wine_digest[:12]})" in out
+
+    # Every task on the way back to the file, with exactly its cells (index and id).
+    tasks = {t["name"]: i for i, t in enumerate(spec["tasks"])}
+    tree = out[out.index("\nevaluate") :]
+    for task in ("evaluate", "train_logreg", "train_forest", "features", "clean", "load"):
+        header = re.search(rf"^[\s│├└─]*(?:[\w, ]+ ← )?{task}  done  version (\w+)$", tree, re.M)
+        assert header, f"{task} missing from\n{tree}"
+        assert spec["tasks"][tasks[task]]["version"].startswith(header.group(1))
+        cells_line = tree[header.end() :].splitlines()[1]
+        assert cells_line.split("cells: ")[1] == ", ".join(_cells(spec, tasks[task]))
+    assert "cells: [16] train-two--16, [17] train-two--17" in tree
+    assert "cells: [7] train-two--07, [8] train-two--08" in tree
+    assert "parameters: seed=7, test_size=0.25" in tree  # features reads these two
+    assert "parameters: n_trees=50, seed=7" in tree  # train_forest
+    assert f"reads: data/wine.csv (sha256 {wine_digest[:12]})" in tree
+    assert "X_train_s, y_train ← features" in tree
+
+    code, out, _ = kiln(capsys, "lineage", "metrics.json", "--json")
+    found = json.loads(out)
+    assert found["target"]["digest"] == hashlib.sha256(metrics.read_bytes()).hexdigest()
+    assert found["target"]["current_matches"] is True
+    assert found["parameters"] == {"n_trees": 50, "seed": 7, "test_size": 0.25}
+
+
+def test_lineage_of_an_artifact_digest_and_of_task_at_run(trained, capsys, monkeypatch):
+    notebook, result, _ = trained
+    monkeypatch.chdir(notebook.parent)
+    forest = result.task("train_forest").outputs["forest"]["digest"]
+    code, out, err = kiln(capsys, "lineage", forest[:10])
+    assert code == 0, err
+    assert out.startswith(f"artifact {forest}\n")
+    assert "forest = sklearn.ensemble._forest.RandomForestClassifier" in out
+    assert "cells: [14] train-two--14" in out
+    assert "[16]" not in out  # evaluate came after: not part of where the forest came from
+
+    code, out, err = kiln(capsys, "lineage", f"clean@{result.run_id[:7]}")
+    assert code == 0, err
+    assert out.startswith(f"task clean in run {result.run_id}")
+    assert "raw ← load" in out
+
+
+def test_runs_and_show(trained, capsys, monkeypatch):
+    notebook, result, _ = trained
+    monkeypatch.chdir(notebook.parent)
+    code, out, _ = kiln(capsys, "runs", notebook)
+    assert code == 0
+    assert re.search(rf"^{result.run_id}\s+\S+ \S+\s+succeeded\s+train_two_models\s", out, re.M)
+
+    code, out, _ = kiln(capsys, "show", result.run_id[:6])
+    assert code == 0
+    assert out.startswith(f"run {result.run_id}  succeeded\n")
+    assert re.search(r"^train_forest\s+done\s+-\s+1\s+[\d.]+ s", out, re.M)
+    assert "evaluate  wrote  metrics.json" in out
+    assert "load      reads  data/wine.csv" in out
+
+    code, out, _ = kiln(capsys, "show", result.run_id, "--json")
+    shown = json.loads(out)
+    assert shown["scheduler_address"].startswith("tcp://127.0.0.1:")
+    assert shown["output_notebook"] == result.output_notebook
+    assert {t["task"]: t["status"] for t in shown["tasks"]} == {
+        t.name: t.status for t in result.tasks
+    }
+    assert [o["name"] for o in shown["tasks"][0]["outputs"]] == ["raw"]
+    assert shown["tasks"][0]["outputs"][0]["type"] == "pandas.DataFrame"
+
+    assert kiln(capsys, "show", "ffffffffff")[0] == 1
+    assert kiln(capsys, "lineage", "no-such-file.csv")[0] == 1
+    code, _, err = kiln(capsys, "show", "x", "--lineage-db", "nosuchdb://")
+    assert code == 2 and "lineage database" in err
+
+
+def test_rerun_of_a_deterministic_pipeline_reports_every_digest_equal(
+    trained, capsys, monkeypatch, dask_scheduler_address
+):
+    notebook, result, _ = trained
+    monkeypatch.chdir(notebook.parent)
+    code, out, err = kiln(capsys, "rerun", result.run_id[:8], "--scheduler", dask_scheduler_address)
+    print(out, err)
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"rerun of run {result.run_id} as run ")
+    assert "DIFFERS" not in out
+    compared = [line for line in lines if line.endswith("equal")]
+    outputs = sum(len(t.outputs) for t in result.tasks)
+    assert len(compared) == outputs + 2  # every artifact, metrics.json and accuracy.png
+    assert re.search(r"^evaluate\s+\S+metrics\.json\s", out, re.M)
+    assert lines[-1] == f"{len(compared)} of {len(compared)} outputs have the original digest"
+
+
+def test_diff_after_editing_one_task_and_changing_a_parameter(
+    tmp_path, capsys, monkeypatch, dask_scheduler_address
+):
+    notebook = copy_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first, _ = recorded_run(notebook, dask_scheduler_address)
+    nb = json.loads(notebook.read_text())
+    clean = next(c for c in nb["cells"] if c["id"] == "train-two--07")
+    clean["source"] = "".join(clean["source"]).replace(".max()", ".max() * 2")
+    notebook.write_text(json.dumps(nb, indent=1))
+    second, _ = recorded_run(notebook, dask_scheduler_address, params={"seed": 8})
+
+    code, out, err = kiln(capsys, "diff", first.run_id, second.run_id)
+    print(out)
+    assert code == 0, err
+    assert "code changed: clean\n" in out
+    assert "  new versions downstream of it: features, train_logreg, train_forest, evaluate" in out
+    assert "parameters: seed: 7 -> 8\n" in out
+    assert "input files: unchanged" in out
+    assert "  clean.clean " in out and "metrics.json" in out
+    assert "load.raw" not in out  # load is untouched: same digest
+
+    diff = json.loads(kiln(capsys, "diff", first.run_id, second.run_id, "--json")[1])
+    assert diff["code_changed"] == ["clean"]
+    assert diff["parameters"] == [{"name": "seed", "a": 7, "b": 8}]
+    assert diff["input_files"] == []
+
+    # The notebook changed, so rerunning the first run as it was is refused.
+    code, _, err = kiln(capsys, "rerun", first.run_id)
+    assert code == 1
+    assert "has changed since run" in err and "tasks changed: clean)" in err
+    assert "--current-code" in err
+
+
+_KILLED_RUN = """
+import json, os, sys, logging
+from distributed import LocalCluster
+from compiler.lineage import RunRecorder, open_store
+from compiler.runtime import run_pipeline
+
+spec = json.load(open(sys.argv[1]))
+notebook = sys.argv[2]
+cluster = LocalCluster(n_workers=1, processes=False, dashboard_address=None,
+                       silence_logs=logging.ERROR)
+store = open_store(None, notebook)
+recorder = RunRecorder(store, spec, notebook, None)
+
+def on_event(event):
+    recorder(event)
+    if event.get("task") == "slow" and event.get("status") == "running":
+        # Not print(): the in-process worker captures sys.stdout while a cell runs.
+        os.write(1, f"ready {recorder.run_id}\\n".encode())
+
+recorder.start()
+run_pipeline(spec, notebook_path=notebook, scheduler=cluster.scheduler_address,
+             on_event=on_event, run_id=recorder.run_id)
+"""
+
+
+def test_a_real_run_killed_with_sigkill_is_shown_interrupted(
+    make_pipeline, tmp_path, capsys, monkeypatch
+):
+    spec, notebook = make_pipeline(
+        tasks=[
+            {"name": "first", "source": "x = 1", "outputs": ["x"]},
+            {"name": "slow", "source": "import time\ntime.sleep(600)", "inputs": {"x": "first"}},
+        ]
+    )
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, str(tmp_path / "spec.json"), str(notebook)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "stderr.txt").open("w"),
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().split()
+        assert line[:1] == ["ready"], (tmp_path / "stderr.txt").read_text()
+        run_id = line[1]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = kiln(capsys, "runs")
+    assert code == 0
+    assert re.search(rf"^{run_id}\s+\S+ \S+\s+interrupted\s", out, re.M), out
+    shown = json.loads(kiln(capsys, "show", run_id, "--json")[1])
+    assert {t["task"]: t["status"] for t in shown["tasks"]} == {
+        "first": "done",
+        "slow": "interrupted",
+    }
+    assert f"pid {process.pid}" in shown["error"]
