@@ -119,6 +119,7 @@ class RunRecord:
                 "started": self.started,
                 "finished": self.finished,
                 "dashboard": self.dashboard,
+                "scheduler": self.scheduler,
                 "output_notebook": self.output_notebook,
                 "error": self.error,
                 "notes": list(self.notes),
@@ -130,7 +131,6 @@ class RunRecord:
             data.update(
                 {
                     "parameters": self.parameters,
-                    "scheduler": self.scheduler,
                     "tasks": {name: dict(state) for name, state in self.tasks.items()},
                     "events": self.events[since:],
                     "event_count": len(self.events),

@@ -164,7 +164,8 @@ class PipelineWidget(widgets.VBox):
             )
         else:
             self.title.value = f"<b>{self.path.name}</b>: does not compile"
-        self.graph.value = render_svg(spec, run["tasks"] if run else None)
+        svg = render_svg(spec, run["tasks"] if run else None)
+        self.graph.value = f'<div class="kiln-PipelineWidget-graph">{svg}</div>' if svg else ""
         self.diagnostics.value = render_diagnostics(
             [d.to_dict() for d in result.diagnostics] if result is not None else []
         )

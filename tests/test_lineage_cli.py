@@ -21,20 +21,23 @@ import pytest
 
 from compiler.lineage import RunRecorder, open_store
 from compiler.lineage.command import register
+from tests.nbutil import make_notebook
 
 pytestmark = pytest.mark.timeout(300)
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def recorded_run(notebook: Path, scheduler: str, params: dict | None = None):
+def recorded_run(
+    notebook: Path, scheduler: str, params: dict | None = None, url: str | None = None
+):
     """Compile and run a notebook with lineage recording on (what `kiln run` does)."""
     from compiler.api import compile_notebook
     from compiler.runtime import run_pipeline
 
     compiled = compile_notebook(notebook)
     assert compiled.ok, compiled.diagnostics
-    store = open_store(None, notebook)
+    store = open_store(url, notebook)
     with RunRecorder(
         store, compiled.spec, notebook, params, scheduler_address=scheduler
     ) as recorder:
@@ -183,22 +186,82 @@ def test_runs_and_show(trained, capsys, monkeypatch):
     assert code == 2 and "lineage database" in err
 
 
+def _scoring_notebook(folder: Path, seeded: bool = True) -> Path:
+    """Load, scale, fit, report: every output is a pure function of the inputs (values whose
+    pickles are byte-stable: frames, arrays, a linear model), unless `seeded` is False."""
+    shutil.copytree(NOTEBOOKS / "data", folder / "data")
+    noise = "rng = np.random.default_rng(seed)" if seeded else "rng = np.random.default_rng()"
+    return make_notebook(
+        folder / "scoring.ipynb",
+        [
+            (
+                "import json\nimport numpy as np\nimport pandas as pd\n"
+                "from sklearn.linear_model import LogisticRegression",
+                ["setup"],
+            ),
+            ("C = 1.0\nseed = 3", ["parameters"]),
+            ('raw = pd.read_csv("data/wine.csv").dropna()', ["task:load"]),
+            (
+                'features = raw.drop(columns=["target"])\n'
+                "X = ((features - features.mean()) / features.std()).to_numpy()\n"
+                f"{noise}\n"
+                "X = X + rng.normal(0, 0.01, X.shape)\n"
+                'y = raw["target"].to_numpy()',
+                ["task:scale"],
+            ),
+            ("model = LogisticRegression(C=C, max_iter=1000).fit(X, y)", ["task:fit"]),
+            (
+                'with open("report.json", "w") as f:\n'
+                '    json.dump({"accuracy": round(float(model.score(X, y)), 6)}, f)\n'
+                'pd.DataFrame(X).describe().round(6).to_csv("summary.csv")',
+                ["task:report"],
+            ),
+        ],
+    )
+
+
 def test_rerun_of_a_deterministic_pipeline_reports_every_digest_equal(
-    trained, capsys, monkeypatch, dask_scheduler_address
+    tmp_path, capsys, monkeypatch, dask_scheduler_address
 ):
-    notebook, result, _ = trained
-    monkeypatch.chdir(notebook.parent)
-    code, out, err = kiln(capsys, "rerun", result.run_id[:8], "--scheduler", dask_scheduler_address)
-    print(out, err)
+    notebook = _scoring_notebook(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    first, _ = recorded_run(notebook, dask_scheduler_address)
+    code, out, err = kiln(capsys, "rerun", first.run_id[:8], "--scheduler", dask_scheduler_address)
     assert code == 0, out + err
     lines = out.splitlines()
-    assert lines[0].startswith(f"rerun of run {result.run_id} as run ")
+    assert lines[0].startswith(f"rerun of run {first.run_id} as run ")
+    assert lines[0].endswith(": succeeded")
     assert "DIFFERS" not in out
-    compared = [line for line in lines if line.endswith("equal")]
-    outputs = sum(len(t.outputs) for t in result.tasks)
-    assert len(compared) == outputs + 2  # every artifact, metrics.json and accuracy.png
-    assert re.search(r"^evaluate\s+\S+metrics\.json\s", out, re.M)
-    assert lines[-1] == f"{len(compared)} of {len(compared)} outputs have the original digest"
+    compared = [line.split()[:2] for line in lines if line.endswith("equal")]
+    assert compared == [
+        ["load", "raw"],
+        ["scale", "X"],
+        ["scale", "y"],
+        ["fit", "model"],
+        ["report", "report.json"],
+        ["report", "summary.csv"],
+    ]
+    assert lines[-1] == "6 of 6 outputs have the original digest"
+
+    report = json.loads(
+        kiln(capsys, "rerun", first.run_id, "--json", "--scheduler", dask_scheduler_address)[1]
+    )
+    assert report["all_equal"] is True and report["original_run_id"] == first.run_id
+    shown = json.loads(kiln(capsys, "show", report["run_id"], "--json")[1])
+    assert shown["rerun_of"] == first.run_id
+    assert [t["cached"] for t in shown["tasks"]] == [False] * 4  # nothing from the cache
+
+
+def test_rerun_names_the_outputs_that_differ(tmp_path, capsys, monkeypatch, dask_scheduler_address):
+    notebook = _scoring_notebook(tmp_path, seeded=False)
+    monkeypatch.chdir(tmp_path)
+    first, _ = recorded_run(notebook, dask_scheduler_address)
+    code, out, _ = kiln(capsys, "rerun", first.run_id, "--scheduler", dask_scheduler_address)
+    assert code == 1
+    assert re.search(r"^load\s+raw\s+(\w+)\s+\1\s+equal$", out, re.M)
+    assert re.search(r"^scale\s+X\s+\w+\s+\w+\s+DIFFERS$", out, re.M)
+    assert re.search(r"^scale\s+y\s+(\w+)\s+\1\s+equal$", out, re.M)
+    assert re.search(r"^report\s+summary\.csv\s+\w+\s+\w+\s+DIFFERS$", out, re.M)
 
 
 def test_diff_after_editing_one_task_and_changing_a_parameter(
@@ -300,3 +363,27 @@ def test_a_real_run_killed_with_sigkill_is_shown_interrupted(
         "slow": "interrupted",
     }
     assert f"pid {process.pid}" in shown["error"]
+
+
+def test_a_real_run_recorded_in_postgresql(tmp_path, capsys, monkeypatch, dask_scheduler_address):
+    from tests.postgres_fixture import postgres_server, postgres_unavailable
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    url = postgres_server().new_database()
+    notebook = _scoring_notebook(tmp_path)
+    monkeypatch.setenv("KILN_LINEAGE_DB", url)
+    first, _ = recorded_run(notebook, dask_scheduler_address)
+    assert not (tmp_path / ".kiln" / "lineage.db").exists()  # the team's store, not SQLite
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = kiln(capsys, "lineage", "report.json")
+    assert code == 0, err
+    assert f"written by task report in run {first.run_id}" in out
+    assert "parameters: C=1.0, seed=3" in out
+    for cell in ("[3] c3", "[4] c4", "[5] c5", "[2] c2"):
+        assert f"cells: {cell}" in out
+    monkeypatch.delenv("KILN_LINEAGE_DB")
+    code, out, _ = kiln(capsys, "show", first.run_id[:5], "--lineage-db", url)
+    assert code == 0 and out.startswith(f"run {first.run_id}  succeeded")

@@ -146,7 +146,8 @@ def test_a_run_is_recorded_as_its_events_arrive(lineage_url, tmp_path):
     events = list(chain_events(spec, recorder.run_id, retry_task="t1"))
     first_done = next(i for i, e in enumerate(events) if e.get("status") == "done")
     for event in events[: first_done + 1]:
-        recorder(event)
+        recorder(event)  # queued; the recorder's writer thread writes it within milliseconds
+    recorder.flush()
 
     during = show_run(store, recorder.run_id)
     assert during["status"] == "running"

@@ -108,6 +108,14 @@ def _open(args: argparse.Namespace, near: str | Path | None = None) -> LineageSt
     return open_store(f"sqlite:///{found}")
 
 
+def _mark_interrupted(store: LineageStore) -> None:
+    """So that a crashed run is not shown as running; a store we may only read stays as is."""
+    try:
+        mark_interrupted(store)
+    except Exception:
+        pass
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=repr))
 
@@ -125,7 +133,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print("no runs recorded")
         return EXIT_OK
     with store:
-        mark_interrupted(store)  # so a crashed run is not listed as running
+        _mark_interrupted(store)
         listed = list_runs(store, notebook=args.notebook, limit=args.limit)
     if args.json:
         _print_json(listed)
@@ -155,7 +163,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        mark_interrupted(store)
+        _mark_interrupted(store)
         run = show_run(store, args.run)
     if args.json:
         _print_json(run)

@@ -4,10 +4,15 @@
         result = run_pipeline(spec, ..., run_id=recorder.run_id, on_event=recorder)
         recorder.finish(result)
 
-The recorder writes the pipeline, the run and one row per task when the run starts (one
-transaction), then one short transaction per event that changes something. `waiting` events
-(one per task, all at once when the run starts) only carry cache keys; they are batched into
-the next write. A recorder never raises into the run: a failing write is logged and counted.
+`start()` writes the pipeline, the run (status running) and one row per task (waiting) in one
+transaction. After that, calling the recorder with an event only queues it: a writer thread
+takes whatever has queued up and writes it in one transaction on its own connection, so the
+run's event loop never waits for the database, and a burst of events (every task's `waiting`
+at start, a wave of cache hits) costs one commit instead of hundreds. The writer also keeps
+the run's heartbeat fresh while no event comes. `finish()` and `close()` wait for the queue.
+
+A recorder never raises into the run: a failing write is logged once and counted in `errors`.
+`record(event)` is the synchronous, raising form (tests, replays).
 """
 
 from __future__ import annotations
@@ -15,14 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
+import random
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from .openlineage import OpenLineageEmitter, emitter_from_env
 from .run_context import file_digest, git_state, run_environment
@@ -36,14 +46,17 @@ from .schema import (
     task_outputs,
     task_runs,
 )
-from .store import LineageStore, insert_ignoring_duplicates, utcnow
+from .store import LineageStore, insert_ignoring_duplicates, is_transient, utcnow
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 HEARTBEAT_S = 30.0
+MAX_BATCH = 2000  # events per transaction
 # Task statuses after which a task run no longer changes.
 FINAL_TASK_STATUSES = ("done", "cached", "failed", "upstream_failed", "interrupted")
 SUMMARY_KEYS = ("shape", "dtype", "dtypes", "columns", "len", "length", "ndim")
+_STOP = object()
 
 
 def new_run_id() -> str:
@@ -69,6 +82,33 @@ def error_message(error: Mapping[str, Any] | None) -> str | None:
     if not error:
         return None
     return f"{error.get('ename')}: {error.get('evalue')}"
+
+
+@dataclass
+class _RunState:
+    """What the recorder knows of the run beyond the database. Copied before each transaction
+    and put back if it rolls back, so a retried transaction starts from the same state."""
+
+    status: str = "new"
+    task_status: dict[str, str] = field(default_factory=dict)
+    attempt_logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    produced: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    inputs_recorded: set[str] = field(default_factory=set)
+    reads_recorded: set[str] = field(default_factory=set)
+    pending_cache_keys: dict[str, str] = field(default_factory=dict)
+    dataset_ids: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> _RunState:
+        return _RunState(
+            status=self.status,
+            task_status=dict(self.task_status),
+            attempt_logs={k: list(v) for k, v in self.attempt_logs.items()},
+            produced=dict(self.produced),
+            inputs_recorded=set(self.inputs_recorded),
+            reads_recorded=set(self.reads_recorded),
+            pending_cache_keys=dict(self.pending_cache_keys),
+            dataset_ids=dict(self.dataset_ids),
+        )
 
 
 class RunRecorder:
@@ -103,28 +143,67 @@ class RunRecorder:
         self.mark_stale_runs = mark_stale_runs
         self.tasks: dict[str, Mapping[str, Any]] = {t["name"]: t for t in spec["tasks"]}
         self.task_run_ids: dict[str, int] = {}
-        self.task_status: dict[str, str] = {}
-        self.attempt_logs: dict[str, list[dict[str, Any]]] = {}
-        self.produced: dict[str, dict[str, str | None]] = {}  # task -> output name -> digest
-        self.inputs_recorded: set[str] = set()
-        self.reads_recorded: set[str] = set()
-        self.pending_cache_keys: dict[str, str] = {}
-        self.status = "new"
+        self.state = _RunState()
         self.errors: list[str] = []
-        self._heartbeat_stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
+        self._lock = threading.RLock()  # one transaction at a time on the one connection
+        self._connection: Connection | None = None
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._last_heartbeat = 0.0
+        self._task_updates: dict[tuple[str, ...], Any] = {}
+
+    @property
+    def status(self) -> str:
+        return self.state.status
+
+    # -- transactions -----------------------------------------------------------------------
+    def _connect(self) -> Connection:
+        if self._connection is None:
+            self._connection = self.store.engine.connect()
+            self._connection.execution_options(kiln_write=True)
+        return self._connection
+
+    def _transaction(self, work: Callable[[Connection], T], attempts: int = 5) -> T:
+        """Run `work` in one write transaction on the recorder's connection; retried after a
+        deadlock, a lock timeout or a dropped connection."""
+        with self._lock:
+            before = self.state.copy()
+            for attempt in range(attempts):
+                connection = self._connect()
+                try:
+                    with connection.begin():
+                        return work(connection)
+                except DBAPIError as exc:
+                    self.state = before.copy()
+                    if exc.connection_invalidated:
+                        self._drop_connection()
+                    retry = exc.connection_invalidated or is_transient(exc)
+                    if not retry or attempt == attempts - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+                except BaseException:
+                    self.state = before
+                    raise
+            raise AssertionError("unreachable")
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:
+                pass
+            self._connection = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
         """Record the pipeline, the run (status running) and its tasks (waiting)."""
-        if self.status != "new":
+        if self.state.status != "new":
             return
         if self.mark_stale_runs:
             from .liveness import mark_interrupted
 
             mark_interrupted(self.store)
         git = git_state(self.notebook_path)
-        environment = run_environment()
         now = utcnow()
         notebook = dict(self.spec.get("notebook") or {})
         notebook_digest = notebook.get("digest")
@@ -152,7 +231,7 @@ class RunRecorder:
             "git_dirty": git.dirty,
             "store_url": self.store_url,
             "rerun_of": self.rerun_of,
-            **environment,
+            **run_environment(),
         }
         task_rows = [
             {
@@ -167,7 +246,7 @@ class RunRecorder:
             for name, task in self.tasks.items()
         ]
 
-        def write(connection: Connection) -> None:
+        def write(connection: Connection) -> dict[str, int]:
             insert_ignoring_duplicates(
                 connection, pipelines, [pipeline_row], ("spec_digest", "notebook_path")
             )
@@ -180,56 +259,50 @@ class RunRecorder:
             connection.execute(runs.insert(), [{**run_row, "pipeline_id": pipeline_id}])
             if task_rows:
                 connection.execute(task_runs.insert(), task_rows)
-            self.task_run_ids = {
-                task: task_run_id
-                for task, task_run_id in connection.execute(
-                    select(task_runs.c.task, task_runs.c.id).where(
-                        task_runs.c.run_id == self.run_id
-                    )
-                )
-            }
-
-        self.store.write(write)
-        self.task_status = dict.fromkeys(self.tasks, "waiting")
-        self.status = "running"
-        if self.heartbeat_s > 0:
-            self._heartbeat = threading.Thread(
-                target=self._beat, name=f"kiln-lineage-heartbeat-{self.run_id}", daemon=True
+            query = select(task_runs.c.task, task_runs.c.id).where(
+                task_runs.c.run_id == self.run_id
             )
-            self._heartbeat.start()
+            return {task: task_run_id for task, task_run_id in connection.execute(query)}
+
+        self.task_run_ids = self._transaction(write)
+        self.state.task_status = dict.fromkeys(self.tasks, "waiting")
+        self.state.status = "running"
+        self._last_heartbeat = time.monotonic()
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"kiln-lineage-{self.run_id}", daemon=True
+        )
+        self._writer.start()
         if self.openlineage is not None:
             self.openlineage.run_started(self._ol_run())
 
-    def _beat(self) -> None:
-        while not self._heartbeat_stop.wait(self.heartbeat_s):
-            try:
-                self.store.write(
-                    lambda c: c.execute(
-                        update(runs)
-                        .where(runs.c.id == self.run_id, runs.c.status == "running")
-                        .values(heartbeat_at=utcnow())
-                    )
-                )
-            except Exception as exc:  # a missed heartbeat is not worth stopping for
-                log.debug("lineage heartbeat failed: %s", exc)
+    def flush(self) -> None:
+        """Wait until every queued event is written (or failed to be)."""
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.join()
 
     def finish(self, result: Any) -> None:
         """Reconcile with the runtime's RunResult (or its to_dict()) and close the run."""
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+        self.flush()
         self._guard(self._finish, data)
 
     def fail(self, error: BaseException | str, status: str = "failed") -> None:
         """The run ended without a result (it could not start, or it raised)."""
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        self._guard(self._end_run, status, message)
+        self.flush()
+        self._guard(self._end_run, status, message, None)
 
     def close(self) -> None:
-        """Stop the heartbeat; a run never finished or failed is recorded as failed."""
-        if self.status == "running":
+        """Write what is queued and stop; a run never finished or failed is recorded failed."""
+        self.flush()
+        if self.state.status == "running":
             self.fail("the run ended without reporting a result")
-        self._heartbeat_stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join(timeout=5)
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join(timeout=30)
+            self._writer = None
+        with self._lock:
+            self._drop_connection()
         if self.openlineage is not None:
             self.openlineage.close()
 
@@ -243,16 +316,28 @@ class RunRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is not None and self.status == "running":
+        if exc is not None and self.state.status == "running":
             interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
             self.fail(exc, "interrupted" if interrupted else "failed")
         self.close()
 
     # -- events ---------------------------------------------------------------------------------
     def __call__(self, event: Mapping[str, Any]) -> None:
-        self._guard(self.record, event)
+        """Queue an event for the writer thread (the runtime's `on_event`)."""
+        if self.state.status == "new":
+            self._guard(self.start)
+        if self._writer is None:
+            self._guard(self.record, event)  # started without a writer: write it now
+            return
+        self._queue.put(event)
 
-    def _guard(self, method: Any, *args: Any) -> None:
+    def record(self, event: Mapping[str, Any]) -> None:
+        """Write one event now (raises on database errors; `__call__` does not)."""
+        if self.state.status == "new":
+            self.start()
+        self._write_batch([event])
+
+    def _guard(self, method: Callable[..., Any], *args: Any) -> None:
         try:
             method(*args)
         except Exception as exc:  # recording must never break the run it records
@@ -260,43 +345,72 @@ class RunRecorder:
                 log.warning("kiln: lineage not recorded for run %s: %s", self.run_id, exc)
             self.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def record(self, event: Mapping[str, Any]) -> None:
-        """Record one runtime event (raises on database errors; `__call__` does not)."""
-        if event.get("run_id") not in (None, self.run_id):
-            return  # another run's event on a shared callback
-        if self.status == "new":
-            self.start()
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.heartbeat_s if self.heartbeat_s > 0 else None)
+            except queue.Empty:
+                self._guard(self._transaction, self._beat)
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [e for e in batch if e is not _STOP]
+            if events:
+                self._guard(self._write_batch, events)
+            for _ in batch:
+                self._queue.task_done()
+            if len(events) < len(batch):
+                return
+
+    def _write_batch(self, events: list[Mapping[str, Any]]) -> None:
+        mine = [e for e in events if e.get("run_id") in (None, self.run_id)]
+
+        def write(connection: Connection) -> None:
+            for event in mine:
+                self._apply(connection, event)
+            self._flush_cache_keys(connection)
+            if self.heartbeat_s > 0 and time.monotonic() - self._last_heartbeat > self.heartbeat_s:
+                self._beat(connection)
+
+        before = self.state.status
+        self._transaction(write)
+        if self.openlineage is not None:
+            for event in mine:
+                self._send_openlineage(event)
+        self._committed(before)
+
+    def _beat(self, connection: Connection) -> None:
+        connection.execute(
+            update(runs)
+            .where(runs.c.id == self.run_id, runs.c.status == "running")
+            .values(heartbeat_at=utcnow())
+        )
+        self._last_heartbeat = time.monotonic()
+
+    def _apply(self, connection: Connection, event: Mapping[str, Any]) -> None:
         if event.get("type") == "run":
-            self._run_event(event)
-        elif event.get("type") == "task":
-            self._task_event(event)
-
-    def _run_event(self, event: Mapping[str, Any]) -> None:
-        status = event.get("status")
-        if status == "started":
-            values = {"dashboard": event.get("dashboard"), "heartbeat_at": utcnow()}
-            address = event.get("scheduler_address") or event.get("scheduler")
-            if address:
-                values["scheduler_address"] = address
-
-            def write(connection: Connection) -> None:
-                self._flush_cache_keys(connection)
-                connection.execute(update(runs).where(runs.c.id == self.run_id).values(**values))
-
-            self.store.write(write)
-            self.pending_cache_keys.clear()
-        elif status in ("succeeded", "failed"):
-            self._end_run(str(status), None, event.get("output_notebook"))
-
-    def _task_event(self, event: Mapping[str, Any]) -> None:
+            status = event.get("status")
+            if status == "started":
+                values = {"dashboard": event.get("dashboard"), "heartbeat_at": utcnow()}
+                address = event.get("scheduler_address") or event.get("scheduler")
+                if address:
+                    values["scheduler_address"] = address
+                connection.execute(update(runs).where(runs.c.id == self.run_id).values(values))
+            elif status in ("succeeded", "failed"):
+                self._write_end(connection, str(status), None, event.get("output_notebook"))
+            return
         name = str(event.get("task"))
-        if name not in self.task_run_ids:
+        if event.get("type") != "task" or name not in self.task_run_ids:
             return
         status = str(event.get("status"))
         if event.get("cache_key"):
-            self.pending_cache_keys[name] = str(event["cache_key"])
+            self.state.pending_cache_keys[name] = str(event["cache_key"])
         if status == "waiting":
-            return  # cache keys go out with the next write
+            return  # only a cache key: written with the batch
         handler = {
             "running": self._task_running,
             "retrying": self._task_retrying,
@@ -304,62 +418,48 @@ class RunRecorder:
             "done": self._task_finished,
             "failed": self._task_failed,
         }.get(status, self._task_other)
-
-        def write(connection: Connection) -> dict[str, Any] | None:
-            self._flush_cache_keys(connection)
-            return handler(connection, name, event)
-
-        attempt_entry = self.store.write(write)
-        # In-memory state changes only once the transaction committed (a retried transaction
-        # must find it as it was).
-        self.pending_cache_keys.clear()
-        self.task_status[name] = status
-        if attempt_entry is not None:
-            self.attempt_logs.setdefault(name, []).append(attempt_entry)
-        if status in ("running", "cached", "done"):
-            self.inputs_recorded.add(name)
-            self.reads_recorded.add(name)
-        if self.openlineage is not None:
-            self.openlineage.task_event(self._ol_run(), self._ol_task(name, event, status))
+        handler(connection, name, event)
+        self.state.task_status[name] = status
 
     def _flush_cache_keys(self, connection: Connection) -> None:
-        if not self.pending_cache_keys:
-            return
-        connection.execute(
-            update(task_runs)
-            .where(task_runs.c.id == bindparam("task_run_id"))
-            .values(cache_key=bindparam("key")),
-            [
-                {"task_run_id": self.task_run_ids[n], "key": k}
-                for n, k in self.pending_cache_keys.items()
-            ],
-        )
+        keys = self.state.pending_cache_keys
+        if keys:
+            rows = [{"_id": self.task_run_ids[n], "cache_key": k} for n, k in keys.items()]
+            connection.execute(self._task_update(("cache_key",)), rows)
+            keys.clear()
+
+    def _task_update(self, columns: Iterable[str]) -> Any:
+        """UPDATE task_runs SET <columns> WHERE id = :_id, built once per column set."""
+        key = tuple(sorted(columns))
+        statement = self._task_updates.get(key)
+        if statement is None:
+            statement = (
+                update(task_runs)
+                .where(task_runs.c.id == bindparam("_id"))
+                .values({c: bindparam(c) for c in key})
+            )
+            self._task_updates[key] = statement
+        return statement
 
     def _update_task(self, connection: Connection, name: str, **values: Any) -> None:
-        connection.execute(
-            update(task_runs).where(task_runs.c.id == self.task_run_ids[name]).values(**values)
-        )
+        connection.execute(self._task_update(values), {"_id": self.task_run_ids[name], **values})
 
-    def _attempt_log_with(self, name: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
-        return [*self.attempt_logs.get(name, []), entry]
+    def _log_attempt(self, name: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        entries = self.state.attempt_logs.setdefault(name, [])
+        entries.append(entry)
+        return list(entries)
 
-    # Each handler writes one event's rows and returns the attempt-log entry it added, if any.
-    def _task_running(
-        self, connection: Connection, name: str, event: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    def _task_running(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
         values: dict[str, Any] = {"status": "running", "attempts": int(event.get("attempt") or 1)}
         if event.get("worker"):
             values["worker"] = event["worker"]
-        if self.task_status.get(name) == "waiting":
+        if self.state.task_status.get(name) == "waiting":
             values["started_at"] = utcnow()
         self._update_task(connection, name, **values)
         self._record_inputs(connection, name)
         self._record_reads(connection, name)
-        return None
 
-    def _task_retrying(
-        self, connection: Connection, name: str, event: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    def _task_retrying(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
         error = event.get("error") or {}
         entry = {
             "attempt": event.get("attempt"),
@@ -372,13 +472,10 @@ class RunRecorder:
             "retry": event.get("reason"),
         }
         self._update_task(
-            connection, name, status="retrying", attempt_log=self._attempt_log_with(name, entry)
+            connection, name, status="retrying", attempt_log=self._log_attempt(name, entry)
         )
-        return entry
 
-    def _task_finished(
-        self, connection: Connection, name: str, event: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    def _task_finished(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
         cached = event.get("status") == "cached"
         now = utcnow()
         values: dict[str, Any] = {
@@ -388,20 +485,19 @@ class RunRecorder:
             "peak_memory": event.get("peak_memory"),
             "ended_at": now,
         }
-        if self.task_status.get(name) == "waiting":
+        if self.state.task_status.get(name) == "waiting":
             values["started_at"] = now
         if event.get("attempt") is not None:
             values["attempts"] = int(event["attempt"])
         if event.get("worker"):
             values["worker"] = event["worker"]
-        entry = None
         if not cached:
             entry = {
                 "attempt": event.get("attempt"),
                 "status": "done",
                 "worker": event.get("worker"),
             }
-            values["attempt_log"] = self._attempt_log_with(name, entry)
+            values["attempt_log"] = self._log_attempt(name, entry)
         self._update_task(connection, name, **values)
         self._record_outputs(connection, name, event.get("outputs") or {})
         # A cached task did not run now, but its cache key was made from these inputs.
@@ -409,11 +505,8 @@ class RunRecorder:
         self._record_reads(connection, name)
         if not cached:
             self._record_files(connection, name, "write")
-        return entry
 
-    def _task_failed(
-        self, connection: Connection, name: str, event: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    def _task_failed(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
         error = dict(event.get("error") or {})
         entry = {
             "attempt": event.get("attempt"),
@@ -433,23 +526,20 @@ class RunRecorder:
             duration=event.get("duration"),
             peak_memory=event.get("peak_memory"),
             ended_at=utcnow(),
-            attempt_log=self._attempt_log_with(name, entry),
+            attempt_log=self._log_attempt(name, entry),
             error=error or None,
             error_cell_index=error.get("cell_index"),
             error_cell_id=error.get("cell_id"),
             error_line=error.get("line"),
             error_message=error_message(error),
         )
-        return entry
 
-    def _task_other(
-        self, connection: Connection, name: str, event: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        values: dict[str, Any] = {"status": str(event.get("status"))}
-        if values["status"] in FINAL_TASK_STATUSES:
-            values["ended_at"] = utcnow()
-        self._update_task(connection, name, **values)
-        return None
+    def _task_other(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
+        status = str(event.get("status"))
+        if status in FINAL_TASK_STATUSES:
+            self._update_task(connection, name, status=status, ended_at=utcnow())
+        else:
+            self._update_task(connection, name, status=status)
 
     # -- artifacts and files ------------------------------------------------------------------
     def _record_outputs(
@@ -473,7 +563,7 @@ class RunRecorder:
                         "created_at": now,
                     }
                 )
-        self.produced[name] = produced
+        self.state.produced[name] = produced
         insert_ignoring_duplicates(connection, artifacts, artifact_rows, ("digest",))
         insert_ignoring_duplicates(
             connection,
@@ -487,22 +577,24 @@ class RunRecorder:
 
     def _record_inputs(self, connection: Connection, name: str) -> None:
         """The task consumed its inputs' artifacts: the producers' outputs in this run."""
-        if name in self.inputs_recorded:
+        if name in self.state.inputs_recorded:
             return
+        self.state.inputs_recorded.add(name)
         rows = [
             {
                 "task_run_id": self.task_run_ids[name],
                 "name": input_name,
                 "producer_task": producer,
-                "artifact_digest": self.produced.get(producer, {}).get(input_name),
+                "artifact_digest": self.state.produced.get(producer, {}).get(input_name),
             }
             for input_name, producer in (self.tasks[name].get("inputs") or {}).items()
         ]
         insert_ignoring_duplicates(connection, task_inputs, rows, ("task_run_id", "name"))
 
     def _record_reads(self, connection: Connection, name: str) -> None:
-        if name in self.reads_recorded:
+        if name in self.state.reads_recorded:
             return
+        self.state.reads_recorded.add(name)
         self._record_files(connection, name, "read")
 
     def _record_files(self, connection: Connection, name: str, direction: str) -> None:
@@ -510,14 +602,14 @@ class RunRecorder:
         if not declared:
             return
         now = utcnow()
-        paths = {str((self.notebook_dir / rel).resolve()) for rel in declared}
-        insert_ignoring_duplicates(connection, datasets, [{"path": p} for p in paths], ("path",))
-        ids = {
-            path: dataset_id
-            for path, dataset_id in connection.execute(
-                select(datasets.c.path, datasets.c.id).where(datasets.c.path.in_(paths))
-            )
-        }
+        paths = sorted({str((self.notebook_dir / rel).resolve()) for rel in declared})
+        ids = self.state.dataset_ids
+        new = [p for p in paths if p not in ids]
+        if new:
+            rows = [{"path": p} for p in new]
+            insert_ignoring_duplicates(connection, datasets, rows, ("path",))
+            query = select(datasets.c.path, datasets.c.id).where(datasets.c.path.in_(new))
+            ids.update({path: dataset_id for path, dataset_id in connection.execute(query)})
         connection.execute(
             dataset_accesses.insert(),
             [
@@ -528,58 +620,65 @@ class RunRecorder:
                     "digest": file_digest(Path(p)),
                     "recorded_at": now,
                 }
-                for p in sorted(paths)
+                for p in paths
             ],
         )
 
     # -- the end -----------------------------------------------------------------------------
-    def _end_run(self, status: str, error: str | None, output_notebook: str | None = None) -> None:
+    def _write_end(
+        self, connection: Connection, status: str, error: str | None, output_notebook: Any
+    ) -> None:
         values: dict[str, Any] = {"status": status, "ended_at": utcnow()}
         if error:
             values["error"] = error
         if output_notebook:
             values["output_notebook"] = str(output_notebook)
+        connection.execute(update(runs).where(runs.c.id == self.run_id).values(values))
+        if status != "succeeded":  # tasks that never got to finish
+            connection.execute(
+                update(task_runs)
+                .where(
+                    task_runs.c.run_id == self.run_id,
+                    task_runs.c.status.in_(("waiting", "running", "retrying")),
+                )
+                .values(status="interrupted" if status == "interrupted" else "not_run")
+            )
+        self.state.status = status
 
+    def _committed(self, status_before: str, error: str | None = None) -> None:
+        """After a commit: tell OpenLineage if that transaction ended the run."""
+        ended = status_before == "running" and self.state.status != "running"
+        if ended and self.openlineage is not None:
+            self.openlineage.run_ended(self._ol_run(), self.state.status, error)
+
+    def _end_run(self, status: str, error: str | None, output_notebook: Any) -> None:
         def write(connection: Connection) -> None:
             self._flush_cache_keys(connection)
-            connection.execute(update(runs).where(runs.c.id == self.run_id).values(**values))
-            if status != "succeeded":  # tasks that never got to finish
-                connection.execute(
-                    update(task_runs)
-                    .where(
-                        task_runs.c.run_id == self.run_id,
-                        task_runs.c.status.in_(("waiting", "running", "retrying")),
-                    )
-                    .values(status="interrupted" if status == "interrupted" else "not_run")
-                )
+            self._write_end(connection, status, error, output_notebook)
 
-        self.store.write(write)
-        self.pending_cache_keys.clear()
-        first_end = self.status == "running"
-        self.status = status
-        if first_end and self.openlineage is not None:
-            self.openlineage.run_ended(self._ol_run(), status, error)
+        before = self.state.status
+        self._transaction(write)
+        self._committed(before, error)
 
     def _finish(self, data: Mapping[str, Any]) -> None:
         """The RunResult is the authority on each task's final state: write it over what the
         events left (they may have been partly lost, e.g. a listener error)."""
-        if self.status == "new":
+        if self.state.status == "new":
             self.start()
         if data.get("parameters"):
             self.parameters = dict(data["parameters"])
         rows = []
-        for task in data.get("tasks") or []:
-            name = task.get("name")
-            if name not in self.task_run_ids:
-                continue
+        finals = [t for t in data.get("tasks") or [] if t.get("name") in self.task_run_ids]
+        for task in finals:
             error = task.get("error") or {}
             rows.append(
                 {
-                    "task_run_id": self.task_run_ids[name],
+                    "_id": self.task_run_ids[task["name"]],
                     "status": task.get("status"),
                     "cached": bool(task.get("cached")),
                     "attempts": int(task.get("attempts") or 0),
-                    "attempt_log": task.get("attempt_log") or self.attempt_logs.get(name),
+                    "attempt_log": task.get("attempt_log")
+                    or self.state.attempt_logs.get(task["name"]),
                     "worker": task.get("worker"),
                     "duration": task.get("duration"),
                     "peak_memory": task.get("peak_memory"),
@@ -591,32 +690,33 @@ class RunRecorder:
                     "error_message": error_message(error),
                 }
             )
-        finals = [t for t in data.get("tasks") or [] if t.get("name") in self.task_run_ids]
 
         def write(connection: Connection) -> None:
+            self.state.pending_cache_keys.clear()  # the result carries every cache key
             if rows:
-                connection.execute(
-                    update(task_runs)
-                    .where(task_runs.c.id == bindparam("task_run_id"))
-                    .values(
-                        {column: bindparam(column) for column in rows[0] if column != "task_run_id"}
-                    ),
-                    rows,
-                )
+                columns = [c for c in rows[0] if c != "_id"]
+                connection.execute(self._task_update(columns), rows)
             for task in finals:  # outputs the events did not bring (normally none)
-                if task.get("outputs") and task["name"] not in self.produced:
+                if task.get("outputs") and task["name"] not in self.state.produced:
                     self._record_outputs(connection, task["name"], task["outputs"])
             connection.execute(
                 update(runs).where(runs.c.id == self.run_id).values(parameters=self.parameters)
             )
+            status = str(data.get("status") or "failed")
+            self._write_end(connection, status, None, data.get("output_notebook") or None)
 
-        self.store.write(write)
-        self.pending_cache_keys.clear()  # the result carried every cache key
-        self._end_run(
-            str(data.get("status") or "failed"), None, data.get("output_notebook") or None
-        )
+        before = self.state.status
+        self._transaction(write)
+        self._committed(before)
 
     # -- OpenLineage --------------------------------------------------------------------------
+    def _send_openlineage(self, event: Mapping[str, Any]) -> None:
+        assert self.openlineage is not None
+        name = str(event.get("task"))
+        if event.get("type") == "task" and name in self.tasks:
+            status = str(event.get("status"))
+            self.openlineage.task_event(self._ol_run(), self._ol_task(name, event, status))
+
     def _ol_run(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -637,7 +737,8 @@ class RunRecorder:
             "reads": [str((self.notebook_dir / p).resolve()) for p in declared.get("reads", [])],
             "writes": [str((self.notebook_dir / p).resolve()) for p in declared.get("writes", [])],
             "inputs": {
-                n: self.produced.get(p, {}).get(n) for n, p in (task.get("inputs") or {}).items()
+                n: self.state.produced.get(p, {}).get(n)
+                for n, p in (task.get("inputs") or {}).items()
             },
             "outputs": {
                 n: (info or {}).get("digest") for n, info in (event.get("outputs") or {}).items()

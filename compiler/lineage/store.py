@@ -119,7 +119,7 @@ def create_store_engine(url: str) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def _transient(exc: DBAPIError) -> bool:
+def is_transient(exc: DBAPIError) -> bool:
     """Errors worth retrying the whole transaction for: lock timeouts and deadlocks."""
     message = str(exc.orig).lower()
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -157,7 +157,7 @@ class LineageStore:
                 with self.writing() as connection:
                     return work(connection)
             except (OperationalError, DBAPIError) as exc:
-                if attempt == attempts - 1 or not _transient(exc):
+                if attempt == attempts - 1 or not is_transient(exc):
                     raise
                 time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
         raise AssertionError("unreachable")
@@ -295,6 +295,7 @@ __all__ = [
     "default_url_for",
     "find_default_db",
     "insert_ignoring_duplicates",
+    "is_transient",
     "open_store",
     "resolve_url",
     "upgrade_schema",

@@ -383,6 +383,18 @@ def memory_threshold_for(memory_limit: int | None) -> int | None:
     return int(memory_limit * min(0.85, float(terminate) - 0.1))
 
 
+def kill_worker_from_nanny(dask_worker: Any) -> int | None:
+    """Run on a nanny (Client.run(nanny=True)): SIGKILL its worker process, whose task thread is
+    stuck past its timeout; the nanny starts a fresh worker. Works even when the worker's own
+    event loop is blocked."""
+    import signal
+
+    pid = getattr(getattr(dask_worker, "process", None), "pid", None)
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def exit_worker_process() -> str:
     """Run on a worker (Client.run) whose task thread is stuck past its timeout: the process
     exits a moment later, after answering, and its nanny starts a fresh one."""

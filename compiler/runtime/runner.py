@@ -33,7 +33,7 @@ from .cluster import (
     wait_for_any_worker,
     worker_capacities,
 )
-from .executor import TaskFailed, execute_task, exit_worker_process
+from .executor import TaskFailed, execute_task, exit_worker_process, kill_worker_from_nanny
 from .parameters import resolve_parameters
 from .results import (
     CACHED,
@@ -375,8 +375,13 @@ class PipelineRun:
             if worker:
                 # Its thread cannot be stopped: end the worker process (its nanny starts a new
                 # one). Dask's graceful restart would wait for the blocked thread.
-                with contextlib.suppress(Exception):
-                    client.run(exit_worker_process, workers=[worker])
+                try:
+                    killed = client.run(kill_worker_from_nanny, workers=[worker], nanny=True)
+                except Exception:
+                    killed = {}
+                if not any(killed.values()):  # no nanny: the worker ends itself
+                    with contextlib.suppress(Exception):
+                        client.run(exit_worker_process, workers=[worker])
             evalue = (
                 f"task exceeded its timeout of {timeout}s and did not stop (blocked in code "
                 f"that cannot be interrupted); its worker process {worker} was ended"

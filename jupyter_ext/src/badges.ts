@@ -24,7 +24,8 @@ class CellBadge extends Widget {
     node.replaceChildren();
     node.className = 'lm-Widget kiln-CellBadge';
     const info = model.cellTask(cell.model, index);
-    const role = readTagForm(cellTags(cell)).role;
+    const form = readTagForm(cellTags(cell));
+    const role = form.role;
     cell.toggleClass(TASK_CELL_CLASS, info !== null);
     if (info) {
       cell.node.style.setProperty('--kiln-task-color', info.color);
@@ -63,6 +64,15 @@ class CellBadge extends Widget {
     }
     cell.node.style.removeProperty('--kiln-task-color');
     delete node.dataset.task;
+    if (cell.model.type === 'code' && role === 'task' && model.compileResult?.spec === null) {
+      // The notebook does not compile: show the cell's own tag until it does.
+      const chip = document.createElement('span');
+      chip.className = 'kiln-Chip kiln-mod-unresolved';
+      chip.textContent = `task:${form.name}`;
+      chip.title = 'Not in the pipeline until the errors in the Pipeline panel are fixed';
+      node.append(chip);
+      return true;
+    }
     if (cell.model.type === 'code' && (role === 'setup' || role === 'parameters' || role === 'skip')) {
       const chip = document.createElement('span');
       chip.className = `kiln-Chip kiln-mod-role kiln-mod-${role}`;

@@ -173,12 +173,15 @@ export class PipelinePanel extends Widget {
       const states = Object.values(run.tasks);
       const finished = states.filter(s => ['done', 'cached'].includes(s.status)).length;
       const line = el('div', `kiln-Run kiln-mod-run-${run.status}`);
+      line.dataset.runId = run.run_id;
       line.append(
         el('span', 'kiln-Run-status', run.status),
         el('span', 'kiln-Run-id', `run ${run.run_id.slice(0, 8)}`),
         el('span', 'kiln-Run-count', `${finished}/${model.tasks.length || states.length} tasks done`)
       );
       section.append(line);
+      const where = run.scheduler ? `on ${run.scheduler}` : 'on a local Dask cluster';
+      section.append(el('div', 'kiln-Run-where', where));
       const links = el('div', 'kiln-Run-links');
       if (run.dashboard) {
         const a = el('a', 'kiln-Run-dashboard', 'Dask dashboard ↗');

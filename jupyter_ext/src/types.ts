@@ -82,6 +82,8 @@ export interface IRunState {
   started: string;
   finished: string | null;
   dashboard: string | null;
+  /** The Dask scheduler the run went to; null for the embedded LocalCluster. */
+  scheduler?: string | null;
   output_notebook: string | null;
   error: string | null;
   /** Options the runtime did not take (e.g. a lineage URL before lineage lands). */

@@ -7,6 +7,7 @@ screenshots land in tests/ui/screenshots/.
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,8 @@ def test_split_by_headings_and_diagnostics_lead_to_the_cell(
         timeout=30_000,
     )
     assert "mean_of_values" in diagnostic.first.inner_text()
+    # No pipeline while it does not compile; the cells still show their own task tags.
+    assert cell(page, 4).locator(".kiln-Chip.kiln-mod-unresolved").inner_text() == "task:summarise"
     assert "cell 5, line 1" in diagnostic.first.inner_text()
     select_cell(page, 0)
     diagnostic.first.click()
@@ -200,7 +203,31 @@ def test_split_by_headings_and_diagnostics_lead_to_the_cell(
     )
 
 
-def test_a_failed_task_points_at_its_cell_and_line(lab: Lab, page: Any, screenshots: Path) -> None:
+def put_settings(lab: Lab, plugin: str, values: dict[str, Any]) -> None:
+    """Write user settings through JupyterLab's settings API (as the Settings Editor does)."""
+    request = urllib.request.Request(
+        f"{lab.url}lab/api/settings/{plugin}",
+        data=json.dumps({"raw": json.dumps(values)}).encode(),
+        method="PUT",
+        headers={"Authorization": f"token {lab.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+
+
+def run_state(lab: Lab, run_id: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{lab.url}kiln/runs/{run_id}", headers={"Authorization": f"token {lab.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_a_failed_task_points_at_its_cell_and_line(
+    lab: Lab, page: Any, screenshots: Path, dask_scheduler_address: str
+) -> None:
+    # The run goes to the Dask scheduler named in Kiln's settings (settings registry).
+    put_settings(lab, "nbkiln:pipeline", {"schedulerAddress": dask_scheduler_address})
     make_notebook(
         lab.root / "failing.ipynb",
         [
@@ -224,8 +251,15 @@ def test_a_failed_task_points_at_its_cell_and_line(lab: Lab, page: Any, screensh
     page.wait_for_function(
         "document.querySelectorAll('.jp-Notebook .jp-Cell')[1].classList.contains('jp-mod-active')"
     )
+    # The status bar shows where the cursor went: line 2 of that cell.
+    page.wait_for_selector(".jp-StatusBar-Widget:has-text('Ln 2, Col 1')")
     _dismiss_toasts(page)
     page.screenshot(path=str(screenshots / "04-failed-task.png"))
+
+    run_id = page.locator(f"{PANEL} .kiln-Run").get_attribute("data-run-id")
+    assert run_state(lab, run_id)["scheduler"] == dask_scheduler_address
+    assert dask_scheduler_address in page.locator(f"{PANEL} .kiln-Run-where").inner_text()
+    put_settings(lab, "nbkiln:pipeline", {})
 
 
 def _dismiss_toasts(page: Any) -> None:
