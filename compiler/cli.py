@@ -178,15 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the bundle's path and version")
     p.set_defaults(func=cmd_export)
 
-    try:
-        from .runtime.command import add_run_arguments
-    except ImportError:  # the runtime's optional pieces are missing: compile-only install
-        add_run_arguments = None  # type: ignore[assignment]
-    if add_run_arguments is not None:
-        p = sub.add_parser("run", help="run the pipeline on Dask (local cluster by default)")
-        p.add_argument("notebook")
-        add_run_arguments(p)
-        p.set_defaults(func=cmd_run)
+    from .runtime.command import add_run_arguments
+
+    p = sub.add_parser("run", help="run the pipeline on Dask (local cluster by default)")
+    p.add_argument("notebook")
+    add_run_arguments(p)
+    p.set_defaults(func=cmd_run)
+
+    from .lineage.command import register as register_lineage
+    from .schedule_command import register as register_schedules
+
+    register_lineage(sub)
+    register_schedules(sub)
     return parser
 
 

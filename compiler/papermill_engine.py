@@ -47,7 +47,7 @@ class KilnEngine(Engine):
     """Runs a papermill job as a Kiln pipeline on Dask."""
 
     @classmethod
-    def execute_managed_notebook(  # type: ignore[override]
+    def execute_managed_notebook(
         cls,
         nb_man: Any,
         kernel_name: str,
@@ -66,14 +66,15 @@ class KilnEngine(Engine):
         params = injected_parameters(nb_man.nb)
         source = without_injected_cell(nb_man.nb)
         result = compile_notebook_json(dict(source), notebook_path.name, str(notebook_path))
-        if not result.ok:
+        spec = result.spec
+        if spec is None:
             errors = "\n".join(d.render() for d in result.diagnostics if d.severity == "error")
             raise PapermillException(f"kiln could not compile {notebook_path.name}:\n{errors}")
 
         cells_by_id = {c.get("id"): c for c in nb_man.nb.cells}
         task_cells = {
             t["name"]: [cells_by_id[cid] for cid in t["cells"] if cid in cells_by_id]
-            for t in result.spec["tasks"]
+            for t in spec["tasks"]
         }
 
         def on_event(event: dict[str, Any]) -> None:
@@ -91,9 +92,9 @@ class KilnEngine(Engine):
                     nb_man.cell_complete(cell, nb_man.nb.cells.index(cell))
 
         run = run_pipeline(
-            result.spec,
+            spec,
             notebook_path=notebook_path,
-            params={**result.spec["parameters"], **params},
+            params={**spec["parameters"], **params},
             scheduler=kwargs.get("scheduler") or os.environ.get("DASK_SCHEDULER_ADDRESS"),
             on_event=on_event,
         )

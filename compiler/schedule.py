@@ -239,7 +239,7 @@ def schedule_run_rows(
     return out
 
 
-# --- running a job ----------------------------------------------------------------------------------
+# --- running a job -------------------------------------------------------------------------
 
 
 def output_notebook_for(schedule: Schedule, due: dt.datetime) -> Path:
@@ -286,7 +286,7 @@ def run_job(
     return record
 
 
-# --- the scheduler ----------------------------------------------------------------------------------
+# --- the scheduler -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -396,10 +396,13 @@ class Scheduler:
             "host": self.host,
             "pid": os.getpid(),
         }
+
+        def work(c: Any) -> int:
+            key = c.execute(insert(schedule_runs).values(**row)).inserted_primary_key
+            return int(key[0])
+
         try:
-            return self.store.write(
-                lambda c: c.execute(insert(schedule_runs).values(**row)).inserted_primary_key[0]
-            )
+            return self.store.write(work)
         except IntegrityError:
             return None  # this due time was already fired (a restart or another scheduler)
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ from .schedule import (
     ENGINES,
     MISSED_POLICIES,
     Action,
-    Scheduler,
     ScheduleError,
+    Scheduler,
     add_schedule,
     list_schedules,
     remove_schedule,
@@ -167,7 +168,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows

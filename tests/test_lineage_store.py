@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,6 +119,35 @@ def test_reopening_a_store_at_head_runs_no_migration_and_keeps_history(
     again = open_store(lineage_url)
     assert show_run(again, run_id)["status"] == "succeeded"
     again.close()
+
+
+def test_opening_a_store_made_by_an_older_release_upgrades_it_and_keeps_every_run(
+    lineage_url, tmp_path
+):
+    from alembic import command
+    from alembic.config import Config
+
+    from compiler.lineage.store import create_store_engine
+
+    old = create_store_engine(lineage_url)  # a store as the first release left it
+    with old.connect() as c, c.begin():
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = c
+        command.upgrade(config, "0001_initial")
+    old.dispose()
+    spec, notebook = chain_spec(tmp_path / "nb", 3)
+    store = open_store(lineage_url, migrate=False)
+    run_id = record(store, spec, notebook)
+    before = show_run(store, run_id)
+    store.close()
+
+    store = open_store(lineage_url)
+    with store.engine.connect() as c:
+        assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD_REVISION
+        assert {"schedules", "schedule_runs"} <= set(inspect(c).get_table_names())
+    assert show_run(store, run_id) == before
+    store.close()
 
 
 def test_sqlite_store_uses_wal_and_waits_for_locks(tmp_path):
@@ -494,3 +524,22 @@ def test_openlineage_events_go_to_an_http_endpoint(tmp_path):
     assert {path for path, _ in received} == {"/api/v1/lineage"}
     _check_openlineage([event for _, event in received], recorder.run_id)
     assert emitter.failures == 0
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_run_records_the_git_commit_and_whether_the_notebook_was_modified(tmp_path):
+    spec, notebook = chain_spec(tmp_path / "repo", 2)
+    git = ["git", "-C", str(notebook.parent), "-c", "user.name=k", "-c", "user.email=k@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", notebook.name], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "notebook"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    store = open_store(None, notebook)
+    clean = show_run(store, record(store, spec, notebook))
+    assert (clean["git_commit"], clean["git_dirty"]) == (head, False)
+    notebook.write_text(notebook.read_text().replace("scale = 2", "scale = 3"))
+    dirty = show_run(store, record(store, spec, notebook))
+    assert (dirty["git_commit"], dirty["git_dirty"]) == (head, True)
+    store.close()

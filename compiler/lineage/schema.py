@@ -171,4 +171,40 @@ dataset_accesses = Table(
     Index(None, "dataset_id", "direction", "recorded_at"),
 )
 
+# Schedules (compiler/schedule.py): cron jobs that run a notebook, and each due time they fired.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("notebook_path", String(1024), nullable=False),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("engine", String(20), nullable=False),  # "kiln" | "papermill"
+    Column("missed_policy", String(20), nullable=False),  # "run_once" | "skip"
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("created_at", TS, nullable=False),
+    Column("next_due_at", TS, nullable=False, index=True),
+)
+
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule_id", Integer, ForeignKey("schedules.id"), nullable=False),
+    Column("due_at", TS, nullable=False),
+    Column("status", String(20), nullable=False, index=True),
+    Column("reason", Text),  # why it was skipped
+    Column("started_at", TS),
+    Column("finished_at", TS),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("error", Text),
+    Column("output_notebook", String(1024)),
+    Column("kiln_run_id", hex_id(32)),  # the lineage run it made (engine kiln)
+    # One row per due time: the insert that claims a due time fails for a second scheduler.
+    UniqueConstraint("schedule_id", "due_at"),
+)
+
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")

@@ -61,6 +61,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--store", metavar="URL", help="artifact store, an fsspec URL (default: .kiln/)"
     )
     parser.add_argument(
+        "--lineage-db",
+        metavar="URL",
+        help="lineage database, a SQLAlchemy URL (default: $KILN_LINEAGE_DB, else "
+        ".kiln/lineage.db beside the notebook)",
+    )
+    parser.add_argument(
+        "--no-lineage", action="store_true", help="do not record this run's lineage"
+    )
+    parser.add_argument(
         "--output-notebook",
         metavar="PATH",
         help="where to write the executed notebook (default: .kiln/runs/RUN_ID/NOTEBOOK)",
@@ -204,6 +213,8 @@ def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path
             store_url=args.store,
             output_notebook=getattr(args, "output_notebook", None),
             on_event=progress,
+            lineage_db=getattr(args, "lineage_db", None),
+            record_lineage=not getattr(args, "no_lineage", False),
         )
     except (ResourceUnavailable, ValueError, OSError, TimeoutError) as exc:
         print(f"kiln: the run could not start: {exc}", file=sys.stderr)

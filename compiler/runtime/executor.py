@@ -479,7 +479,31 @@ def describe_value(value: Any) -> dict[str, Any]:
         size = int(sizeof(value))
     except Exception:
         size = None
-    return {"type": f"{kind.__module__}.{kind.__qualname__}", "size": size}
+    info: dict[str, Any] = {"type": f"{kind.__module__}.{kind.__qualname__}", "size": size}
+    summary = summarize_value(value)
+    if summary:
+        info["summary"] = summary
+    return info
+
+
+def summarize_value(value: Any) -> dict[str, Any]:
+    """A short, JSON-able description for lineage: shape, dtype, columns, length."""
+    summary: dict[str, Any] = {}
+    try:
+        shape = getattr(value, "shape", None)
+        if isinstance(shape, tuple) and all(isinstance(n, int) for n in shape):
+            summary["shape"] = list(shape)
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None:
+            summary["dtype"] = str(dtype)
+        columns = getattr(value, "columns", None)
+        if columns is not None and not callable(columns):
+            summary["columns"] = [str(c) for c in list(columns)[:50]]
+        if not summary and isinstance(value, list | tuple | dict | set | str | bytes):
+            summary["len"] = len(value)
+    except Exception:  # describing is best effort; the value itself is what matters
+        return {}
+    return summary
 
 
 def _run_source(shell: Any, source: str, collector: OutputCollector) -> BaseException | None:

@@ -15,6 +15,7 @@ import datetime as dt
 import queue
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -170,6 +171,8 @@ class PipelineRun:
         on_event: EventCallback | None,
         run_id: str | None,
         memory_limit: int | str | None,
+        lineage_db: str | None = None,
+        record_lineage: bool = True,
     ):
         self.spec = dict(spec)
         self.notebook_path = Path(notebook_path).resolve()
@@ -204,15 +207,56 @@ class PipelineRun:
         self.in_flight: dict[str, float | None] = {}  # submitted task -> when seen finished
         self.started = _now_iso()
         self._event_errors = 0
+        self.lineage_db = lineage_db
+        self.record_lineage = record_lineage
+        self.recorder: Any = None
 
     # -- events ---------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
+        if self.recorder is not None:
+            self.recorder(event)  # queues the event; never raises into the run
         if self.on_event is None:
             return
         try:
             self.on_event(event)
         except Exception:  # a broken listener must not break the run
             self._event_errors += 1
+
+    def _open_recorder(self) -> None:
+        """Lineage of every run, whoever started it (CLI, server, papermill, scheduler)."""
+        if not self.record_lineage:
+            return
+        try:
+            from ..lineage import RunRecorder, open_store
+
+            store = open_store(self.lineage_db, self.notebook_path)
+        except Exception as exc:  # lineage must not stop a run: say so and go on
+            warnings.warn(f"kiln: lineage not recorded for this run: {exc}", stacklevel=3)
+            return
+        self.recorder = RunRecorder(
+            store,
+            self.spec,
+            self.notebook_path,
+            self.parameters,
+            self.run_id,
+            scheduler_address=self.scheduler,
+            store_url=self.store.url,
+        )
+        self.recorder.start()
+
+    def _close_recorder(self, result: RunResult | None, error: BaseException | None) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        try:
+            if result is not None:
+                recorder.finish(result)
+            elif error is not None:
+                status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+                recorder.fail(error, status)
+        finally:
+            recorder.close()
+            recorder.store.close()
 
     def _emit_task(self, st: _TaskState, status: str, **extra: Any) -> None:
         r = st.result
@@ -307,13 +351,30 @@ class PipelineRun:
     def execute(self) -> RunResult:
         self._plan()
         may_run = self._tasks_that_may_run()
+        self._open_recorder()
+        try:
+            result = self._execute(may_run)
+        except BaseException as exc:
+            self._close_recorder(None, exc)
+            raise
+        self._close_recorder(result, None)
+        return result
+
+    def _execute(self, may_run: list[str]) -> RunResult:
         dashboard: str | None = None
         try:
             if may_run:
                 self._connect_and_place(may_run)
             dashboard = self.session.dashboard if self.session else None
+            scheduler_address = self.session.client.scheduler.address if self.session else None
             self._emit(
-                {"type": "run", "run_id": self.run_id, "status": "started", "dashboard": dashboard}
+                {
+                    "type": "run",
+                    "run_id": self.run_id,
+                    "status": "started",
+                    "dashboard": dashboard,
+                    "scheduler_address": scheduler_address,
+                }
             )
             for st in self.states.values():
                 self._emit_task(st, WAITING)
@@ -767,6 +828,8 @@ def run_pipeline(
     on_event: EventCallback | None = None,
     run_id: str | None = None,
     memory_limit: int | str | None = None,
+    lineage_db: str | None = None,
+    record_lineage: bool = True,
 ) -> RunResult:
     """Run a compiled pipeline spec on Dask and write its output notebook.
 
@@ -777,6 +840,8 @@ def run_pipeline(
     `force` reruns the named tasks; their downstream tasks rerun only if the forced task's
     outputs changed. Raises ResourceUnavailable (before anything runs) when a task asks for
     resources no worker has, ValueError for unknown parameters or forced task names.
+    Lineage goes to `lineage_db` (a SQLAlchemy URL; default $KILN_LINEAGE_DB, else
+    `.kiln/lineage.db` beside the notebook) unless `record_lineage` is False.
     """
     run = PipelineRun(
         spec,
@@ -791,5 +856,7 @@ def run_pipeline(
         on_event=on_event,
         run_id=run_id,
         memory_limit=memory_limit,
+        lineage_db=lineage_db,
+        record_lineage=record_lineage,
     )
     return run.execute()
