@@ -103,8 +103,8 @@ def export_bundle(
     spec = result.spec
     if spec is None:
         raise ValueError("the notebook has errors; fix them before exporting")
-    notebook_path = Path(notebook_path)
-    base = Path(root) if root is not None else notebook_path.parent
+    notebook_path = Path(notebook_path).resolve()
+    base = Path(root).resolve() if root is not None else notebook_path.parent
     target = base / "pipelines" / spec["name"] / spec["version"]
     if target.exists():
         return ExportResult(target, spec["name"], spec["version"], created=False)

@@ -29,7 +29,7 @@ from .runs import RunConflict, RunManager
 RUN_OPTIONS = {
     "scheduler": str,
     "store_url": str,
-    "lineage_url": str,
+    "lineage_db": str,  # lineage database URL (the runtime records every run there)
     "workers": int,
     "use_cache": bool,
 }

@@ -139,51 +139,6 @@ class RunRecord:
         return data
 
 
-def run_recording_lineage(
-    runner: Runner,
-    spec: dict[str, Any],
-    notebook_file: Path,
-    *,
-    lineage_url: str | None,
-    on_event: Callable[[dict[str, Any]], None],
-    run_id: str,
-    params: dict[str, Any] | None = None,
-    **options: Any,
-) -> Any:
-    """`runner(spec, ...)` with the run recorded in the lineage store, as `compiler.lineage`
-    documents it: the store from `lineage_url` (else $KILN_LINEAGE_DB, else SQLite beside the
-    notebook), a RunRecorder fed every event, then the result."""
-    from compiler.lineage import RunRecorder, open_store
-
-    with (
-        open_store(lineage_url or None, notebook_file) as store,
-        RunRecorder(
-            store,
-            spec,
-            notebook_file,
-            params,
-            run_id,
-            options.get("scheduler"),
-            store_url=options.get("store_url"),
-        ) as recorder,
-    ):
-
-        def both(event: dict[str, Any]) -> None:
-            on_event(event)
-            recorder(event)
-
-        result = runner(
-            spec,
-            notebook_path=str(notebook_file),
-            params=params,
-            on_event=both,
-            run_id=run_id,
-            **options,
-        )
-        recorder.finish(result)
-        return result
-
-
 def _default_runner() -> Runner:
     from compiler.runtime import run_pipeline
 
@@ -209,12 +164,9 @@ def runtime_available() -> bool:
 class RunManager:
     """Runs of this server, newest last; at most one live run per notebook."""
 
-    def __init__(
-        self, root_dir: str | Path, runner: Runner | None = None, *, record_lineage: bool = True
-    ):
+    def __init__(self, root_dir: str | Path, runner: Runner | None = None):
         self.root_dir = Path(root_dir).resolve()
         self._runner = runner
-        self.record_lineage = record_lineage
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -234,10 +186,7 @@ class RunManager:
         runner = self.runner  # ImportError here means: no runtime; the handler answers 501
         path = api_path_of(self.root_dir, notebook_file)
         options = dict(options or {})
-        lineage_url = options.pop("lineage_url", None)
         notes: list[str] = []
-        if lineage_url and not self.record_lineage:
-            notes.append("lineage_url not used: this server does not record lineage")
         for name in list(options):
             if not _accepts(runner, name):
                 options.pop(name)
@@ -267,26 +216,14 @@ class RunManager:
 
         def work() -> None:
             try:
-                if self.record_lineage:
-                    result = run_recording_lineage(
-                        runner,
-                        spec,
-                        notebook_file,
-                        lineage_url=lineage_url,
-                        params=record.parameters or None,
-                        on_event=record.record_event,
-                        run_id=run_id,
-                        **options,
-                    )
-                else:
-                    result = runner(
-                        spec,
-                        notebook_path=str(notebook_file),
-                        params=record.parameters or None,
-                        on_event=record.record_event,
-                        run_id=run_id,
-                        **options,
-                    )
+                result = runner(
+                    spec,
+                    notebook_path=str(notebook_file),
+                    params=record.parameters or None,
+                    on_event=record.record_event,
+                    run_id=run_id,
+                    **options,
+                )
             except Exception as exc:  # a run must always end in a state the UI can show
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 record.finish(None, detail)

@@ -31,6 +31,7 @@ class PipelineWidget(widgets.VBox):
         params: dict[str, Any] | None = None,
         scheduler: str | None = None,
         store_url: str | None = None,
+        lineage_db: str | None = None,
         workers: int | None = None,
         use_cache: bool = True,
         **kwargs: Any,
@@ -40,6 +41,7 @@ class PipelineWidget(widgets.VBox):
         self.run_options: dict[str, Any] = {
             "scheduler": scheduler,
             "store_url": store_url,
+            "lineage_db": lineage_db,
             "workers": workers,
             "use_cache": use_cache,
         }

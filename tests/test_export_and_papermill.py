@@ -18,8 +18,7 @@ pytestmark = pytest.mark.timeout(400)
 
 
 def sh(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, timeout=300,
-                          env=env)
+    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
 
 
 @pytest.fixture
@@ -46,7 +45,11 @@ def test_export_writes_a_versioned_bundle_once(project: Path):
     assert info["created"] is True
     assert bundle == project / "pipelines" / "train_two_models" / info["version"]
     assert sorted(p.name for p in bundle.iterdir()) == [
-        "bundle.json", "pipeline.json", "requirements.txt", "run.py", "tasks.py",
+        "bundle.json",
+        "pipeline.json",
+        "requirements.txt",
+        "run.py",
+        "tasks.py",
         "train_two_models.ipynb",
     ]
     spec = json.loads((bundle / "pipeline.json").read_text())
@@ -71,13 +74,15 @@ def test_export_refuses_a_broken_notebook(tmp_path: Path):
 
 
 def test_a_bundle_copied_elsewhere_reproduces_the_notebook_run(project: Path, tmp_path_factory):
-    run = sh(str(BIN / "kiln"), "run", "train_two_models.ipynb", "--json", "--workers", "2",
-             cwd=project)
+    run = sh(
+        str(BIN / "kiln"), "run", "train_two_models.ipynb", "--json", "--workers", "2", cwd=project
+    )
     assert run.returncode == 0, run.stderr
     notebook_run = json.loads(run.stdout)
 
-    exported = json.loads(sh(str(BIN / "kiln"), "export", "train_two_models.ipynb", "--json",
-                             cwd=project).stdout)
+    exported = json.loads(
+        sh(str(BIN / "kiln"), "export", "train_two_models.ipynb", "--json", cwd=project).stdout
+    )
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     bundle = elsewhere / "bundle"
     shutil.copytree(exported["path"], bundle)
@@ -96,8 +101,18 @@ def test_a_bundle_copied_elsewhere_reproduces_the_notebook_run(project: Path, tm
 
 
 def test_papermill_cli_with_the_kiln_engine(project: Path):
-    proc = sh(str(BIN / "papermill"), "train_two_models.ipynb", "out.ipynb", "--engine", "kiln",
-              "-p", "n_trees", "20", "--no-progress-bar", cwd=project)
+    proc = sh(
+        str(BIN / "papermill"),
+        "train_two_models.ipynb",
+        "out.ipynb",
+        "--engine",
+        "kiln",
+        "-p",
+        "n_trees",
+        "20",
+        "--no-progress-bar",
+        cwd=project,
+    )
     assert proc.returncode == 0, proc.stderr
     out = nbformat.read(project / "out.ipynb", as_version=4)
     nbformat.validate(out)
@@ -114,18 +129,28 @@ def test_papermill_cli_with_the_kiln_engine(project: Path):
     # The run used the injected value: its recorded parameters say so.
     show = sh(str(BIN / "kiln"), "show", out.metadata.kiln["run_id"], "--json", cwd=project)
     assert show.returncode == 0, show.stderr
-    assert json.loads(show.stdout)["run"]["parameters"]["n_trees"] == 20
+    assert json.loads(show.stdout)["parameters"]["n_trees"] == 20
 
 
 def test_papermill_engine_reports_a_failing_cell(tmp_path: Path):
     from tests.nbutil import make_notebook
 
-    make_notebook(tmp_path / "fails.ipynb", [
-        ("x = 1", ["task:ok"]),
-        ("y = x + 1\nraise ValueError('bad input row')", ["task:broken"]),
-    ])
-    proc = sh(str(BIN / "papermill"), "fails.ipynb", "out.ipynb", "--engine", "kiln",
-              "--no-progress-bar", cwd=tmp_path)
+    make_notebook(
+        tmp_path / "fails.ipynb",
+        [
+            ("x = 1", ["task:ok"]),
+            ("y = x + 1\nraise ValueError('bad input row')", ["task:broken"]),
+        ],
+    )
+    proc = sh(
+        str(BIN / "papermill"),
+        "fails.ipynb",
+        "out.ipynb",
+        "--engine",
+        "kiln",
+        "--no-progress-bar",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "bad input row" in proc.stderr
     out = nbformat.read(tmp_path / "out.ipynb", as_version=4)

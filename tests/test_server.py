@@ -17,6 +17,7 @@ import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from compiler.lineage import open_store
 from tests.nbutil import make_notebook
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -281,6 +282,9 @@ def test_run_reports_every_task_and_the_output_notebook(kiln, root, dask_schedul
     assert out and not out.startswith("/") and (root / out).is_file()
     assert state["parameters"] == {"n": 5}
 
+    with open_store(None, root / "work" / "three.ipynb") as store:  # lineage beside it
+        assert store.show_run(started["run_id"])["status"] == "succeeded"
+
     listed = kiln.get("runs", path="work/three.ipynb")
     assert [r["run_id"] for r in listed["runs"]] == [started["run_id"]]
     later = kiln.get("runs", started["run_id"], since="1000")
@@ -298,7 +302,15 @@ def test_failed_task_points_at_its_cell_and_line(kiln, root, dask_scheduler_addr
         ],
     )
 
-    _, started = kiln.post("runs", {"path": "fails.ipynb", "scheduler": dask_scheduler_address})
+    lineage_db = root / "team-lineage.db"
+    _, started = kiln.post(
+        "runs",
+        {
+            "path": "fails.ipynb",
+            "scheduler": dask_scheduler_address,
+            "lineage_db": f"sqlite:///{lineage_db}",
+        },
+    )
     state = wait_for_run(kiln, started["run_id"])
 
     assert state["status"] == "failed"
@@ -307,6 +319,8 @@ def test_failed_task_points_at_its_cell_and_line(kiln, root, dask_scheduler_addr
     assert two["error"]["cell_index"] == 1 and two["error"]["line"] == 2
     assert two["error"]["ename"] == "ZeroDivisionError"
     assert state["tasks"]["three"]["status"] == "done"  # independent branches still finish
+    with open_store(f"sqlite:///{lineage_db}") as store:  # the lineage URL from the settings
+        assert store.show_run(started["run_id"])["status"] == "failed"
 
 
 def test_run_of_a_notebook_with_errors_is_400_with_diagnostics(kiln, root):

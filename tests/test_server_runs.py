@@ -96,7 +96,7 @@ def test_run_manager_records_events_and_result(root: Path):
         {"tasks": []},
         notebook,
         parameters={"n": 2},
-        options={"scheduler": "tcp://x:1", "lineage_url": "sqlite://"},
+        options={"scheduler": "tcp://x:1", "workers": 3},
     )
     _wait(lambda: record.done)
 
@@ -106,7 +106,7 @@ def test_run_manager_records_events_and_result(root: Path):
     assert data["dashboard"] == "http://d"
     assert data["output_notebook"] == f"sub/kiln-runs/nb/{record.run_id}.ipynb"
     assert [e["status"] for e in data["events"]] == ["started", "running", "done"]
-    assert data["notes"] == ["lineage_url not used: this Kiln runtime has no such option yet"]
+    assert data["notes"] == ["workers not used: this Kiln runtime has no such option yet"]
     assert seen["params"] == {"n": 2} and seen["scheduler"] == "tcp://x:1"
     assert manager.list("sub/nb.ipynb") == [record] and manager.list("other.ipynb") == []
     assert record.to_dict(since=2)["events"] == [data["events"][2]]

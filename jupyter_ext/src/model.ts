@@ -239,7 +239,7 @@ export class PipelineModel implements IDisposable {
         path: this.path,
         scheduler: settings.schedulerAddress || undefined,
         store_url: settings.storeUrl || undefined,
-        lineage_url: settings.lineageUrl || undefined,
+        lineage_db: settings.lineageUrl || undefined,
         workers: settings.workers > 0 ? settings.workers : undefined
       });
       this._run = { ...started, tasks: {} };

@@ -86,7 +86,7 @@ export interface IRunState {
   scheduler?: string | null;
   output_notebook: string | null;
   error: string | null;
-  /** Options the runtime did not take (e.g. a lineage URL before lineage lands). */
+  /** Options this Kiln runtime does not take, so they were left out of the run. */
   notes?: string[];
   tasks: { [task: string]: ITaskState };
   event_count?: number;

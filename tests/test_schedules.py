@@ -1,0 +1,259 @@
+"""Schedules: cron jobs run through papermill, stored in the lineage database.
+
+Policy tests drive `Scheduler.tick(now)` with a fake clock; the real-time test uses a
+seconds-field cron and a running `kiln scheduler` process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from compiler.lineage import open_store
+from compiler.schedule import (
+    Scheduler,
+    ScheduleError,
+    add_schedule,
+    get_schedule,
+    list_schedules,
+    next_due,
+    remove_schedule,
+    schedule_run_rows,
+    set_paused,
+)
+from tests.nbutil import make_notebook
+
+BIN = Path(sys.executable).parent
+T0 = dt.datetime(2026, 11, 22, 5, 59, 30, tzinfo=dt.UTC)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def notebook(tmp_path: Path) -> Path:
+    return make_notebook(
+        tmp_path / "report.ipynb",
+        [
+            ("rows = 10", ["parameters"]),
+            ("values = list(range(rows))", ["task:load"]),
+            ("total = sum(values)\nprint('total', total)", ["task:report"]),
+        ],
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = open_store(f"sqlite:///{tmp_path / 'lineage.db'}")
+    yield s
+    s.close()
+
+
+class Job:
+    """A stand-in for papermill that the test controls: it blocks until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[dt.datetime] = []
+        self.release = threading.Event()
+
+    def __call__(self, schedule, due):
+        self.calls.append(due)
+        self.release.wait(30)
+        return {"status": "succeeded", "output_notebook": f"/out/{due:%H%M}.ipynb"}
+
+
+def test_cron_is_read_in_the_schedule_time_zone():
+    after = dt.datetime(2026, 11, 22, 0, 0, tzinfo=dt.UTC)
+    assert next_due("0 6 * * *", "UTC", after) == dt.datetime(2026, 11, 22, 6, 0, tzinfo=dt.UTC)
+    # 06:00 in Paris is 05:00 UTC in November (CET, UTC+1).
+    paris = next_due("0 6 * * *", "Europe/Paris", after)
+    assert paris == dt.datetime(2026, 11, 22, 5, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("cron", ["every day", "61 * * * *", "* * *", ""])
+def test_invalid_cron_is_refused_with_a_clear_error(store, notebook, cron):
+    with pytest.raises(ScheduleError, match="invalid cron expression"):
+        add_schedule(store, "bad", notebook, cron)
+    assert list_schedules(store) == []
+
+
+def test_add_list_pause_resume_remove(store, notebook):
+    s = add_schedule(
+        store,
+        "daily",
+        notebook,
+        "0 6 * * *",
+        timezone="Europe/Paris",
+        parameters={"rows": 5},
+        now=T0,
+    )
+    assert s.next_due_at == dt.datetime(2026, 11, 23, 5, 0, tzinfo=dt.UTC)
+    with pytest.raises(ScheduleError, match="already exists"):
+        add_schedule(store, "daily", notebook, "0 7 * * *")
+    with pytest.raises(ScheduleError, match="unknown time zone"):
+        add_schedule(store, "tz", notebook, "0 7 * * *", timezone="Mars/Olympus")
+    assert set_paused(store, "daily", True).paused
+    assert not set_paused(store, "daily", False).paused
+    remove_schedule(store, "daily")
+    with pytest.raises(ScheduleError, match="no schedule named"):
+        get_schedule(store, "daily")
+
+
+def test_due_job_fires_once_and_an_overlapping_run_is_skipped(store, notebook):
+    add_schedule(store, "every-minute", notebook, "* * * * *", now=T0)
+    job = Job()
+    scheduler = Scheduler(store, job=job)
+    try:
+        first = scheduler.tick(T0 + dt.timedelta(seconds=31))  # 06:00:01
+        assert [(a.action, a.due_at.minute) for a in first] == [("started", 0)]
+        assert scheduler.tick(T0 + dt.timedelta(seconds=40)) == []  # not due again yet
+        # 06:01 is due while the 06:00 run still runs: skipped, and recorded as skipped.
+        second = scheduler.tick(T0 + dt.timedelta(seconds=91))
+        assert [(a.action, a.reason) for a in second] == [
+            ("skipped", "the previous run is still running")
+        ]
+        job.release.set()
+        scheduler.stop(wait=True)
+    finally:
+        job.release.set()
+    rows = schedule_run_rows(store, "every-minute")
+    assert [(r["status"], r["due_at"][11:16]) for r in rows] == [
+        ("skipped", "06:01"),
+        ("succeeded", "06:00"),
+    ]
+    assert len(job.calls) == 1
+
+
+def test_a_restarted_scheduler_does_not_run_a_due_time_twice(store, notebook):
+    add_schedule(store, "hourly", notebook, "0 * * * *", now=T0)
+    job = Job()
+    job.release.set()
+    due = T0 + dt.timedelta(seconds=35)
+    one = Scheduler(store, job=job)
+    assert [a.action for a in one.tick(due)] == ["started"]
+    one.stop(wait=True)
+    # A second scheduler (a restart, or one on another machine) sees the same moment.
+    two = Scheduler(store, job=job)
+    assert two.tick(due) == []
+    two.stop(wait=True)
+    assert len(job.calls) == 1
+    assert [r["status"] for r in schedule_run_rows(store, "hourly")] == ["succeeded"]
+
+
+@pytest.mark.parametrize("policy, expected", [("run_once", ["started"]), ("skip", ["skipped"])])
+def test_runs_missed_while_the_scheduler_was_down(store, notebook, policy, expected):
+    add_schedule(store, "missed", notebook, "*/10 * * * *", missed=policy, now=T0)
+    job = Job()
+    job.release.set()
+    scheduler = Scheduler(store, job=job)
+    actions = scheduler.tick(T0 + dt.timedelta(hours=2))  # 12 due times passed
+    scheduler.stop(wait=True)
+    assert [a.action for a in actions] == expected
+    assert "12" in actions[0].reason
+    assert len(job.calls) == (1 if policy == "run_once" else 0)
+    # Afterwards the schedule is back on its cron, not replaying the backlog.
+    later = get_schedule(store, "missed").next_due_at
+    assert later == dt.datetime(2026, 11, 22, 8, 0, tzinfo=dt.UTC)
+
+
+def test_paused_schedules_do_not_fire(store, notebook):
+    add_schedule(store, "p", notebook, "* * * * *", now=T0)
+    set_paused(store, "p", True)
+    scheduler = Scheduler(store, job=Job())
+    assert scheduler.tick(T0 + dt.timedelta(minutes=5)) == []
+    scheduler.stop(wait=False)
+
+
+def test_kiln_scheduler_runs_papermill_with_the_kiln_engine(tmp_path, notebook):
+    """Real time, real processes: a seconds cron, `kiln scheduler`, papermill and Dask."""
+    env = dict(os.environ, KILN_LINEAGE_DB=f"sqlite:///{tmp_path / 'lineage.db'}")
+    add = subprocess.run(
+        [
+            str(BIN / "kiln"),
+            "schedule",
+            "add",
+            str(notebook),
+            "--cron",
+            "*/20 * * * * *",
+            "-p",
+            "rows",
+            "4",
+            "--name",
+            "fast",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert add.returncode == 0, add.stderr
+    proc = subprocess.Popen(
+        [str(BIN / "kiln"), "scheduler", "--poll", "0.5"],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        rows = []
+        while time.time() < deadline:
+            listing = subprocess.run(
+                [str(BIN / "kiln"), "schedule", "runs", "fast", "--json"],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tmp_path,
+            )
+            rows = json.loads(listing.stdout) if listing.returncode == 0 else []
+            if any(r["status"] == "succeeded" for r in rows):
+                break
+            time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    done = [r for r in rows if r["status"] == "succeeded"]
+    assert done, rows
+    output = Path(done[0]["output_notebook"])
+    assert output.parent == tmp_path / ".kiln" / "schedules" / "fast"
+    nb = nbformat.read(output, as_version=4)
+    assert nb.metadata.papermill["parameters"] == {"rows": 4}
+    assert nb.metadata.kiln["status"] == "succeeded"
+    report = [c for c in nb.cells if "task:report" in c.metadata.get("tags", [])][0]
+    assert "total 6" in "".join(o.get("text", "") for o in report.outputs)
+    # The run's lineage is in the same database, linked from the schedule's run row.
+    show = subprocess.run(
+        [str(BIN / "kiln"), "show", done[0]["kiln_run_id"], "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert show.returncode == 0, show.stderr
+    assert json.loads(show.stdout)["parameters"] == {"rows": 4}
+
+
+def test_schedule_cli_errors(tmp_path, notebook):
+    env = dict(os.environ, KILN_LINEAGE_DB=f"sqlite:///{tmp_path / 'lineage.db'}")
+    bad = subprocess.run(
+        [str(BIN / "kiln"), "schedule", "add", str(notebook), "--cron", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert "invalid cron expression 'nope'" in bad.stderr
+    missing = subprocess.run(
+        [str(BIN / "kiln"), "schedule", "pause", "ghost"], capture_output=True, text=True, env=env
+    )
+    assert missing.returncode == 1
+    assert "no schedule named 'ghost'" in missing.stderr
