@@ -21,8 +21,8 @@ import pytest
 
 from compiler.lineage import open_store
 from compiler.schedule import (
-    Scheduler,
     ScheduleError,
+    Scheduler,
     add_schedule,
     get_schedule,
     list_schedules,

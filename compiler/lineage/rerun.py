@@ -147,6 +147,7 @@ def rerun(
             store_url=original.run["store_url"],
             on_event=both,
             run_id=new_id,
+            record_lineage=False,  # this recorder writes the run, with its rerun_of link
         )
         recorder.finish(result)
     with store.reading() as connection:

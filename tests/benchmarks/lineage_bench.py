@@ -78,6 +78,7 @@ def run_once(spec: dict[str, Any], notebook: Path, scheduler: str, on_event: Any
         scheduler=scheduler,
         force=[t["name"] for t in spec["tasks"]],
         on_event=on_event,
+        record_lineage=False,  # recording is measured through the recorder passed in
     )
 
 

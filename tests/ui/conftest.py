@@ -141,8 +141,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope: Playwright's sync API holds an event loop open in this thread while it
+    # runs, which asyncio-based tests collected after this module must not inherit.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
