@@ -32,7 +32,8 @@ npm ci --no-audit --no-fund --loglevel=error
 PATH="$PWD/.venv/bin:$PATH" npm run --silent build
 
 echo "== install nbkiln"
-.venv/bin/python -m pip install --quiet --no-build-isolation -e '.[test]'
+# The frontend was just built: hatch-jupyter-builder would rebuild it for an editable install.
+SKIP_JUPYTER_BUILDER=1 .venv/bin/python -m pip install --quiet --no-build-isolation -e '.[test]'
 # papermill's default engine needs a kernel named python3 inside this environment.
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 .venv/bin/jupyter labextension list 2>&1 | grep -q "nbkiln.*enabled.*OK" \
