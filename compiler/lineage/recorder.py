@@ -460,17 +460,7 @@ class RunRecorder:
         self._record_reads(connection, name)
 
     def _task_retrying(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
-        error = event.get("error") or {}
-        entry = {
-            "attempt": event.get("attempt"),
-            "status": "failed",
-            "worker": event.get("worker"),
-            "error": error_message(error),
-            "cell_index": error.get("cell_index"),
-            "line": error.get("line"),
-            "reason": error.get("reason"),
-            "retry": event.get("reason"),
-        }
+        entry = {**_failed_attempt(event), "retry": event.get("reason")}
         self._update_task(
             connection, name, status="retrying", attempt_log=self._log_attempt(name, entry)
         )
@@ -508,15 +498,7 @@ class RunRecorder:
 
     def _task_failed(self, connection: Connection, name: str, event: Mapping[str, Any]) -> None:
         error = dict(event.get("error") or {})
-        entry = {
-            "attempt": event.get("attempt"),
-            "status": "failed",
-            "worker": event.get("worker"),
-            "error": error_message(error),
-            "cell_index": error.get("cell_index"),
-            "line": error.get("line"),
-            "reason": error.get("reason"),
-        }
+        entry = _failed_attempt(event)
         self._update_task(
             connection,
             name,
@@ -746,3 +728,17 @@ class RunRecorder:
             "store_url": self.store_url,
             "error": event.get("error"),
         }
+
+
+def _failed_attempt(event: Mapping[str, Any]) -> dict[str, Any]:
+    """One failed attempt as the attempt log keeps it: where it failed and why."""
+    error = event.get("error") or {}
+    return {
+        "attempt": event.get("attempt"),
+        "status": "failed",
+        "worker": event.get("worker"),
+        "error": error_message(error),
+        "cell_index": error.get("cell_index"),
+        "line": error.get("line"),
+        "reason": error.get("reason"),
+    }

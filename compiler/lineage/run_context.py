@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import hashlib
 import os
 import platform
 import shutil
@@ -15,6 +14,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# One digest for files everywhere: lineage digests and the runtime's cache inputs must agree.
+from ..runtime.cache import MISSING as MISSING
+from ..runtime.cache import file_digest as file_digest
 
 # Packages whose version can change a result; the ones not installed are left out.
 KEY_PACKAGES = (
@@ -29,26 +32,6 @@ KEY_PACKAGES = (
     "ipython",
     "cloudpickle",
 )
-MISSING = "missing"  # the digest of a file that is not there (same word as the runtime's cache)
-_CHUNK = 1 << 20
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content; a folder (a parquet dataset) hashes its files. The same
-    algorithm as the runtime's cache keys, so lineage digests and cache inputs agree."""
-    if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(str(child.relative_to(path)).encode() + b"\0")
-            digest.update(file_digest(child).encode())
-        return digest.hexdigest()
-    return MISSING
 
 
 @functools.cache
