@@ -185,11 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
+    from .doctor import register as register_doctor
     from .lineage.command import register as register_lineage
     from .schedule_command import register as register_schedules
 
     register_lineage(sub)
     register_schedules(sub)
+    register_doctor(sub)
     return parser
 
 

@@ -19,15 +19,10 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "nbkiln"}]
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "jupyter_ext"}]
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .app import KilnExtension
 
-
-def _load_jupyter_server_extension(server_app: Any) -> None:
-    from .handlers import setup_handlers
-
-    setup_handlers(server_app)
-    server_app.log.info("Kiln server extension loaded: endpoints under /kiln/")
+    return [{"module": "jupyter_ext", "app": KilnExtension}]
 
 
 def __getattr__(name: str) -> Any:

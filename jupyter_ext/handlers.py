@@ -9,6 +9,19 @@ compiler (`compiler.api`) or the runtime (through `RunManager`), and answers JSO
                                                               -> 202 {run_id, ...}
     GET  /kiln/runs/<id>[?since=N]                            -> status, tasks, events, links
     GET  /kiln/runs[?path=P]                                  -> {runs: [...]} newest first
+    GET  /kiln/lineage?path=P[&task=T&limit=N&lineage_db=URL] -> {runs: [...]} from the lineage DB
+    POST /kiln/outputs        {"path": P, "run_id": R} | {"path": P, "schedule": S, "run": N}
+                                                              -> {path}: an openable notebook
+    POST /kiln/export         {"path": P}                     -> {path, name, version, created}
+    GET  /kiln/schedules?path=P                               -> {schedules: [...], scheduler}
+    POST /kiln/schedules      {"path": P, "name", "cron", "timezone", "parameters", "engine",
+                               "missed"}                      -> 201 the schedule
+    POST /kiln/schedules/<name>/(pause|resume)?path=P         -> the schedule
+    DELETE /kiln/schedules/<name>?path=P                      -> 204
+    GET  /kiln/schedules/<name>/runs?path=P[&limit=N]         -> {runs: [...]} newest first
+
+Lineage and schedules live in the notebook's lineage database (`lineage_db`, else
+$KILN_LINEAGE_DB, else `.kiln/lineage.db` beside the notebook; see `stores.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +35,11 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from .history import task_history
 from .paths import PathRefused, api_path_of, resolve_api_path
 from .runs import RunConflict, RunManager
+from .scheduling import SchedulerService
+from .stores import LineageStores, inside, visible_output
 
 # Options of run_pipeline a client may set (from the settings registry or the request).
 RUN_OPTIONS = {
@@ -47,6 +63,16 @@ class KilnHandler(APIHandler):
         manager: RunManager = self.settings["kiln_run_manager"]
         return manager
 
+    @property
+    def stores(self) -> LineageStores:
+        stores: LineageStores = self.settings["kiln_stores"]
+        return stores
+
+    @property
+    def scheduler(self) -> SchedulerService:
+        service: SchedulerService = self.settings["kiln_scheduler"]
+        return service
+
     def json_body(self) -> dict[str, Any]:
         try:
             body = json.loads(self.request.body or b"{}")
@@ -66,6 +92,28 @@ class KilnHandler(APIHandler):
         return full
 
 
+def query_int(handler: KilnHandler, name: str, default: int, low: int, high: int) -> int:
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise tornado.web.HTTPError(400, f"'{name}' must be an integer") from exc
+    if not low <= value <= high:
+        raise tornado.web.HTTPError(400, f"'{name}' must be between {low} and {high}")
+    return value
+
+
+def optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise tornado.web.HTTPError(400, f"'{name}' must be a string")
+    return value
+
+
 def _compile(full: Path, notebook: Any) -> Any:
     from compiler.api import compile_notebook, compile_notebook_json
 
@@ -82,6 +130,25 @@ async def compile_in_thread(full: Path, notebook: Any = None) -> Any:
         return await asyncio.to_thread(_compile, full, notebook)
     except NotebookLoadError as exc:
         raise tornado.web.HTTPError(400, str(exc)) from exc
+
+
+def compile_errors_answer(handler: KilnHandler, result: Any, doing: str) -> None:
+    """A 400 whose message names the first error; the diagnostics go with it."""
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    message = (
+        f"the notebook does not compile: {errors[0].render()}"
+        if errors
+        else ("the notebook does not compile")
+    )
+    handler.set_status(400)
+    handler.finish(
+        json.dumps(
+            {
+                "message": f"cannot {doing}: {message}" if doing else message,
+                "diagnostics": [d.to_dict() for d in result.diagnostics],
+            }
+        )
+    )
 
 
 class CompileHandler(KilnHandler):
@@ -124,18 +191,7 @@ class RunsHandler(KilnHandler):
         options = _run_options(body)
         result = await compile_in_thread(full)
         if not result.ok:
-            self.set_status(400)
-            errors = [d for d in result.diagnostics if d.severity == "error"]
-            self.finish(
-                json.dumps(
-                    {
-                        "message": f"the notebook does not compile: {errors[0].render()}"
-                        if errors
-                        else "the notebook does not compile",
-                        "diagnostics": [d.to_dict() for d in result.diagnostics],
-                    }
-                )
-            )
+            compile_errors_answer(self, result, "")
             return
         try:
             record = self.run_manager.start(result.spec, full, parameters=params, options=options)
@@ -169,15 +225,301 @@ class RunHandler(KilnHandler):
         self.finish(json.dumps(record.to_dict(since=max(0, since)), default=str))
 
 
+# -- lineage -----------------------------------------------------------------------------------
+
+
+def _lineage_errors() -> tuple[type[Exception], ...]:
+    from compiler.lineage import LineageStoreError
+
+    return (LineageStoreError,)
+
+
+class LineageHandler(KilnHandler):
+    """The notebook's latest runs from its lineage database; with `task`, that task's record in
+    each run (status, version, duration, cache hit, parameters, artifacts, files read/written)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        full = self.notebook_file(self.get_query_argument("path", None))
+        task = self.get_query_argument("task", None) or None
+        limit = query_int(self, "limit", 10, 1, 50)
+        url = self.get_query_argument("lineage_db", None) or None
+        try:
+            store = self.stores.for_notebook(full, url)
+            runs = (
+                []
+                if store is None
+                else await asyncio.to_thread(task_history, store, self.root_dir, full, task, limit)
+            )
+        except _lineage_errors() as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from exc
+        self.finish(
+            json.dumps(
+                {"path": api_path_of(self.root_dir, full), "task": task, "runs": runs},
+                default=str,
+            )
+        )
+
+
+class OutputsHandler(KilnHandler):
+    """Make a recorded run's output notebook openable: answers its API path, copied out of the
+    hidden `.kiln/` folder into `kiln-runs/` beside the notebook when it lives there. The file is
+    looked up in the lineage database, never taken from the request."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        full = self.notebook_file(body.get("path"))
+        url = optional_str(body, "lineage_db")
+        run_id = optional_str(body, "run_id")
+        schedule = optional_str(body, "schedule")
+        if (run_id is None) == (schedule is None):
+            raise tornado.web.HTTPError(400, "name either 'run_id' or 'schedule' and 'run'")
+        store = self.stores.for_notebook(full, url)
+        if store is None:
+            raise tornado.web.HTTPError(404, "no run of this notebook was recorded")
+        if run_id is not None:
+            source, parts = await asyncio.to_thread(self._run_output, store, full, run_id)
+        else:
+            run = body.get("run")
+            if not isinstance(run, int) or isinstance(run, bool):
+                raise tornado.web.HTTPError(400, "'run' must be a schedule run's id (an integer)")
+            source, parts = await asyncio.to_thread(
+                self._schedule_output, store, full, str(schedule), run
+            )
+        target = visible_output(self.root_dir, full, source, *parts)
+        self.finish(json.dumps({"path": api_path_of(self.root_dir, target)}))
+
+    def _run_output(self, store: Any, full: Path, run_id: str) -> tuple[Path, list[str]]:
+        from compiler.lineage import AmbiguousTarget, LineageNotFound, show_run
+
+        try:
+            run = show_run(store, run_id)
+        except (LineageNotFound, AmbiguousTarget) as exc:
+            raise tornado.web.HTTPError(404, str(exc)) from exc
+        if run["notebook_path"] != str(full):
+            raise tornado.web.HTTPError(404, f"run {run_id} is not a run of this notebook")
+        source = inside(self.root_dir, run["output_notebook"])
+        if source is None:
+            raise tornado.web.HTTPError(404, f"run {run_id} has no output notebook here")
+        return source, [f"{run['run_id']}.ipynb"]
+
+    def _schedule_output(
+        self, store: Any, full: Path, name: str, run: int
+    ) -> tuple[Path, list[str]]:
+        schedule_of_notebook(store, full, name)
+        from compiler.schedule import schedule_run_rows
+
+        rows = [r for r in schedule_run_rows(store, name, limit=1000) if r["id"] == run]
+        source = inside(self.root_dir, rows[0]["output_notebook"]) if rows else None
+        if source is None:
+            raise tornado.web.HTTPError(404, f"run {run} of schedule {name!r} has no output")
+        return source, ["schedules", name, source.name]
+
+
+# -- export ------------------------------------------------------------------------------------
+
+
+class ExportHandler(KilnHandler):
+    """Export the saved notebook as `pipelines/NAME/VERSION/` beside it (once per version)."""
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from compiler.export import export_bundle
+
+        full = self.notebook_file(self.json_body().get("path"))
+        result = await compile_in_thread(full)
+        if not result.ok:
+            compile_errors_answer(self, result, "export")
+            return
+        exported = await asyncio.to_thread(export_bundle, result, full)
+        answer = exported.to_dict()
+        answer["path"] = api_path_of(self.root_dir, exported.path)
+        answer["files"] = sorted(p.name for p in exported.path.iterdir())
+        self.set_status(201 if exported.created else 200)
+        self.finish(json.dumps(answer))
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+
+def schedule_of_notebook(store: Any, full: Path, name: str) -> Any:
+    """The schedule `name` of this notebook, or 404 (a schedule of another notebook sharing the
+    database is not this notebook's to change)."""
+    from compiler.schedule import ScheduleError, get_schedule
+
+    try:
+        schedule = get_schedule(store, name)
+    except ScheduleError as exc:
+        raise tornado.web.HTTPError(404, str(exc)) from exc
+    if schedule.notebook != str(full):
+        raise tornado.web.HTTPError(404, f"no schedule named {name!r} for this notebook")
+    return schedule
+
+
+def schedule_runs_view(root: Path, store: Any, name: str, limit: int) -> list[dict[str, Any]]:
+    from compiler.schedule import schedule_run_rows
+
+    keep = ("id", "due_at", "status", "reason", "started_at", "finished_at", "error")
+    return [
+        {
+            **{k: r.get(k) for k in keep},
+            "kiln_run_id": r.get("kiln_run_id"),
+            "has_output": inside(root, r.get("output_notebook")) is not None,
+        }
+        for r in schedule_run_rows(store, name, limit=limit)
+    ]
+
+
+class ScheduleBase(KilnHandler):
+    def notebook_store(self, full: Path, *, create: bool = False, url: str | None = None) -> Any:
+        url = url or self.get_query_argument("lineage_db", None) or None
+        try:
+            return self.stores.for_notebook(full, url, create=create)
+        except _lineage_errors() as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from exc
+
+    def schedule_view(self, store: Any, schedule: Any) -> dict[str, Any]:
+        data = schedule.to_dict()
+        data["notebook"] = api_path_of(self.root_dir, schedule.notebook)
+        data["last_runs"] = schedule_runs_view(self.root_dir, store, schedule.name, 5)
+        running = any(r["status"] == "running" for r in data["last_runs"])
+        data["state"] = "paused" if schedule.paused else ("running" if running else "active")
+        return data
+
+    def existing(self, name: str) -> tuple[Path, Any, Any]:
+        full = self.notebook_file(self.get_query_argument("path", None))
+        store = self.notebook_store(full)
+        if store is None:
+            raise tornado.web.HTTPError(404, f"no schedule named {name!r} for this notebook")
+        return full, store, schedule_of_notebook(store, full, name)
+
+    def scheduler_state(self, store: Any) -> dict[str, Any]:
+        return {"enabled": self.scheduler.enabled, "serving": self.scheduler.serves(store)}
+
+
+class SchedulesHandler(ScheduleBase):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        from compiler.schedule import list_schedules
+
+        full = self.notebook_file(self.get_query_argument("path", None))
+        store = self.notebook_store(full)
+        schedules: list[dict[str, Any]] = []
+        scheduler = {"enabled": self.scheduler.enabled, "serving": False}
+        if store is not None:
+            self.scheduler.watch(store)
+
+            def view() -> list[dict[str, Any]]:
+                return [
+                    self.schedule_view(store, s)
+                    for s in list_schedules(store)
+                    if s.notebook == str(full)
+                ]
+
+            schedules = await asyncio.to_thread(view)
+            scheduler = self.scheduler_state(store)
+        self.finish(json.dumps({"schedules": schedules, "scheduler": scheduler}))
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        from compiler.schedule import ScheduleError, add_schedule, get_schedule
+
+        body = self.json_body()
+        full = self.notebook_file(body.get("path"))
+        name = optional_str(body, "name") or full.stem
+        cron = optional_str(body, "cron")
+        if cron is None:
+            raise tornado.web.HTTPError(400, "'cron' is required, e.g. '0 6 * * *'")
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise tornado.web.HTTPError(400, "'parameters' must be an object of name -> value")
+        options = {
+            key: value
+            for key in ("timezone", "engine", "missed")
+            if (value := optional_str(body, key)) is not None
+        }
+        result = await compile_in_thread(full)
+        if result.ok and result.spec is not None:
+            unknown = sorted(set(parameters) - set(result.spec.get("parameters") or {}))
+            if unknown:
+                raise tornado.web.HTTPError(
+                    400,
+                    f"unknown parameter(s) {', '.join(unknown)}: the notebook's parameters "
+                    f"cell defines {', '.join(result.spec.get('parameters') or {}) or 'none'}",
+                )
+        store = self.notebook_store(full, create=True, url=optional_str(body, "lineage_db"))
+
+        def create() -> Any:
+            try:
+                get_schedule(store, name)
+            except ScheduleError:
+                pass
+            else:
+                raise tornado.web.HTTPError(409, f"a schedule named {name!r} already exists")
+            try:
+                schedule = add_schedule(store, name, full, cron, parameters=parameters, **options)
+            except ScheduleError as exc:
+                raise tornado.web.HTTPError(400, str(exc)) from exc
+            return self.schedule_view(store, schedule)
+
+        view = await asyncio.to_thread(create)
+        self.scheduler.watch(store)
+        self.set_status(201)
+        self.finish(json.dumps({**view, "scheduler": self.scheduler_state(store)}))
+
+
+class ScheduleHandler(ScheduleBase):
+    @tornado.web.authenticated
+    async def delete(self, name: str) -> None:
+        from compiler.schedule import remove_schedule
+
+        _full, store, _schedule = await asyncio.to_thread(self.existing, name)
+        await asyncio.to_thread(remove_schedule, store, name)
+        self.set_status(204)
+        self.finish()
+
+
+class ScheduleActionHandler(ScheduleBase):
+    @tornado.web.authenticated
+    async def post(self, name: str, action: str) -> None:
+        from compiler.schedule import set_paused
+
+        _full, store, _schedule = await asyncio.to_thread(self.existing, name)
+
+        def change() -> dict[str, Any]:
+            return self.schedule_view(store, set_paused(store, name, action == "pause"))
+
+        self.finish(json.dumps(await asyncio.to_thread(change)))
+
+
+class ScheduleRunsHandler(ScheduleBase):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        limit = query_int(self, "limit", 20, 1, 200)
+        _full, store, _schedule = await asyncio.to_thread(self.existing, name)
+        runs = await asyncio.to_thread(schedule_runs_view, self.root_dir, store, name, limit)
+        self.finish(json.dumps({"name": name, "runs": runs}))
+
+
 def setup_handlers(server_app: Any) -> None:
     web_app = server_app.web_app
     root_dir = server_app.contents_manager.root_dir
     web_app.settings.setdefault("kiln_run_manager", RunManager(root_dir))
+    stores = web_app.settings.setdefault("kiln_stores", LineageStores())
+    web_app.settings.setdefault("kiln_scheduler", SchedulerService(stores, enabled=False))
     base = url_path_join(web_app.settings["base_url"], "kiln")
-    # Lineage, export and schedule endpoints join this table as their issues land.
+    schedule = url_path_join(base, "schedules", r"([A-Za-z0-9][A-Za-z0-9_.\-]{0,199})")
     routes: list[tuple[str, type[KilnHandler]]] = [
         (url_path_join(base, "compile"), CompileHandler),
         (url_path_join(base, "runs"), RunsHandler),
         (url_path_join(base, "runs", r"([0-9a-f]{1,64})"), RunHandler),
+        (url_path_join(base, "lineage"), LineageHandler),
+        (url_path_join(base, "outputs"), OutputsHandler),
+        (url_path_join(base, "export"), ExportHandler),
+        (url_path_join(base, "schedules"), SchedulesHandler),
+        (schedule, ScheduleHandler),
+        (url_path_join(schedule, "(pause|resume)"), ScheduleActionHandler),
+        (url_path_join(schedule, "runs"), ScheduleRunsHandler),
     ]
     web_app.add_handlers(".*$", routes)

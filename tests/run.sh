@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # JupyterLab 4.5 builds the extension here (4.6's builder looks packages up online).
-.venv/bin/python -m pip install --quiet 'jupyterlab>=4.5,<4.6' hatchling hatch-jupyter-builder
+.venv/bin/python -m pip install --quiet 'jupyterlab>=4.5,<4.6' hatchling hatch-jupyter-builder editables
 
 echo "== frontend (npm ci from the committed lock file, tsc, labextension build)"
 npm ci --no-audit --no-fund --loglevel=error

@@ -5,4 +5,6 @@ export namespace CommandIDs {
   export const compile = 'kiln:compile';
   export const run = 'kiln:run';
   export const showPanel = 'kiln:show-panel';
+  export const exportPipeline = 'kiln:export';
+  export const newSchedule = 'kiln:new-schedule';
 }

@@ -1,6 +1,7 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { badgesPlugin } from './badges';
+import { exportPlugin } from './exporter';
 import { panelPlugin } from './panel';
 import { pipelinesPlugin } from './pipelines';
 import { runPlugin } from './run';
@@ -14,7 +15,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   taggingPlugin,
   panelPlugin,
   badgesPlugin,
-  runPlugin
+  runPlugin,
+  exportPlugin
 ];
 
 export default plugins;

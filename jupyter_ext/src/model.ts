@@ -7,6 +7,7 @@ import { KilnRequestError, postKiln, requestKiln } from './api';
 import {
   ICompileResult,
   IDiagnostic,
+  IExportResult,
   IKilnSettings,
   IRunState,
   ITaskSpec,
@@ -109,6 +110,25 @@ export class PipelineModel implements IDisposable {
 
   get running(): boolean {
     return this._starting || (this._run !== null && !isFinalRun(this._run.status));
+  }
+
+  /** Kiln's settings (settings registry) as they are now. */
+  get settings(): IKilnSettings {
+    return this._settings();
+  }
+
+  get exporting(): boolean {
+    return this._exporting;
+  }
+
+  /** The last export of this notebook (this session), or null. */
+  get exported(): IExportResult | null {
+    return this._exported;
+  }
+
+  /** Why the last export failed, or null. */
+  get exportError(): string | null {
+    return this._exportError;
   }
 
   get tasks(): ITaskSpec[] {
@@ -257,6 +277,27 @@ export class PipelineModel implements IDisposable {
     await this._follow(runId);
   }
 
+  /** Save the notebook and export it as `pipelines/NAME/VERSION/` beside it (once per version). */
+  async exportPipeline(): Promise<IExportResult> {
+    this._exporting = true;
+    this._exportError = null;
+    this._changed.emit();
+    try {
+      if (this.panel.context.model.dirty) {
+        await this.panel.context.save();
+      }
+      this._exported = await postKiln<IExportResult>('export', { path: this.path });
+      return this._exported;
+    } catch (error) {
+      this._exported = null;
+      this._exportError = (error as Error).message;
+      throw error;
+    } finally {
+      this._exporting = false;
+      this._changed.emit();
+    }
+  }
+
   dispose(): void {
     if (this._disposed) {
       return;
@@ -347,4 +388,7 @@ export class PipelineModel implements IDisposable {
   private _runError: string | null = null;
   private _runDiagnostics: IDiagnostic[] = [];
   private _starting = false;
+  private _exporting = false;
+  private _exported: IExportResult | null = null;
+  private _exportError: string | null = null;
 }

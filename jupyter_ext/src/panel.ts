@@ -7,26 +7,15 @@ import { Widget } from '@lumino/widgets';
 
 import { CommandIDs } from './commands';
 import { renderDag } from './dag';
+import { el, linkButton } from './dom';
+import { LineageSection } from './lineage';
+import { SchedulesSection } from './schedules';
 import { kilnIcon } from './icons';
 import { PipelineModel } from './model';
 import { TagEditor, cellTags, writeCellTags } from './tageditor';
 import { IKilnPipelines } from './tokens';
 import { IDiagnostic } from './types';
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className = '',
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const element = document.createElement(tag);
-  if (className) {
-    element.className = className;
-  }
-  if (text) {
-    element.textContent = text;
-  }
-  return element;
-}
 
 function diagnosticPlace(d: IDiagnostic): string {
   if (d.cell_index === null) {
@@ -61,21 +50,28 @@ export class PipelinePanel extends Widget {
     const actions = el('div', 'kiln-Panel-actions');
     actions.append(
       this._commandButton(CommandIDs.run, 'kiln-Panel-run-button jp-mod-accept'),
+      this._commandButton(CommandIDs.exportPipeline, 'kiln-Panel-export-button'),
       this._commandButton(CommandIDs.splitByHeadings, ''),
       this._commandButton(CommandIDs.compile, '')
     );
     header.append(this._title, actions);
 
     this._runSection = el('div', 'kiln-Panel-section kiln-Panel-runstate');
+    this._exportSection = el('div', 'kiln-Panel-section kiln-Panel-export');
     this._cellSection = el('div', 'kiln-Panel-section kiln-Panel-cell');
+    this._lineage = new LineageSection(_commands);
+    this.schedules = new SchedulesSection(_commands);
     this._graphSection = el('div', 'kiln-Panel-section kiln-Panel-graph');
     this._diagnosticsSection = el('div', 'kiln-Panel-section kiln-Panel-diagnostics');
     this.node.append(
       header,
       this._runSection,
+      this._exportSection,
       this._cellSection,
+      this._lineage.node,
       this._graphSection,
-      this._diagnosticsSection
+      this._diagnosticsSection,
+      this.schedules.node
     );
 
     _pipelines.currentChanged.connect(this._onCurrentChanged, this);
@@ -102,7 +98,7 @@ export class PipelinePanel extends Widget {
         continue;
       }
       button.hidden = false;
-      button.textContent = this._commands.label(id);
+      button.textContent = this._commands.label(id, { panel: true });
       button.title = this._commands.caption(id);
       button.disabled = !this._commands.isEnabled(id);
     }
@@ -118,6 +114,17 @@ export class PipelinePanel extends Widget {
     model?.changed.connect(this._render, this);
     this._render();
     this._onActiveCellChanged();
+    this.schedules.update(model);
+  }
+
+  /** The Schedules section (the New Schedule command opens its form). */
+  readonly schedules: SchedulesSection;
+
+  private _updateLineage(): void {
+    const model = this._model;
+    const cell = this._cell;
+    const info = model && cell ? model.cellTask(cell.model, model.panel.content.widgets.indexOf(cell)) : null;
+    this._lineage.update(model, info?.task.name ?? null);
   }
 
   private _onActiveCellChanged(): void {
@@ -129,6 +136,7 @@ export class PipelinePanel extends Widget {
     }
     this._renderCellEditor(true);
     this._renderGraph();
+    this._updateLineage();
   }
 
   private _onCellMetadata(_: ICellModel): void {
@@ -154,7 +162,9 @@ export class PipelinePanel extends Widget {
       }
     }
     this._renderRun();
+    this._renderExport();
     this._renderCellEditor(false);
+    this._updateLineage();
     this._renderGraph();
     this._renderDiagnostics();
   }
@@ -227,6 +237,37 @@ export class PipelinePanel extends Widget {
     }
     if (model.runError) {
       section.append(el('div', 'kiln-Run-error', model.runError));
+    }
+  }
+
+  private _renderExport(): void {
+    const section = this._exportSection;
+    section.replaceChildren();
+    const model = this._model;
+    const exported = model?.exported;
+    if (!model || (!exported && !model.exportError && !model.exporting)) {
+      section.hidden = true;
+      return;
+    }
+    section.hidden = false;
+    if (model.exporting) {
+      section.append(el('div', 'kiln-Export-busy', 'Exporting…'));
+    } else if (exported) {
+      const line = el('div', 'kiln-Export');
+      line.append(
+        el('span', 'kiln-Export-state', exported.created ? 'exported' : 'already exported'),
+        el('span', 'kiln-Export-version', `${exported.name} ${exported.version.slice(0, 8)}`)
+      );
+      section.append(line);
+      const path = exported.path;
+      section.append(
+        linkButton('kiln-Export-path', `${path}/`, `Show the bundle in the file browser: ${exported.files.join(', ')}`, () => {
+          void this._commands.execute('filebrowser:go-to-path', { path });
+        })
+      );
+    }
+    if (model.exportError) {
+      section.append(el('div', 'kiln-Run-error kiln-Export-error', model.exportError));
     }
   }
 
@@ -359,6 +400,8 @@ export class PipelinePanel extends Widget {
   private _buttons: HTMLButtonElement[] = [];
   private _title: HTMLDivElement;
   private _runSection: HTMLDivElement;
+  private _exportSection: HTMLDivElement;
+  private _lineage: LineageSection;
   private _cellSection: HTMLDivElement;
   private _graphSection: HTMLDivElement;
   private _diagnosticsSection: HTMLDivElement;
@@ -386,5 +429,15 @@ export const panelPlugin: JupyterFrontEndPlugin<void> = {
       execute: () => app.shell.activateById(panel.id)
     });
     palette?.addItem({ command: CommandIDs.showPanel, category: 'Kiln Pipeline' });
+    app.commands.addCommand(CommandIDs.newSchedule, {
+      label: 'New Pipeline Schedule…',
+      caption: 'Run this notebook on a cron schedule (through papermill), from the Pipeline panel',
+      isEnabled: () => pipelines.current !== null,
+      execute: () => {
+        app.shell.activateById(panel.id);
+        panel.schedules.showForm();
+      }
+    });
+    palette?.addItem({ command: CommandIDs.newSchedule, category: 'Kiln Pipeline' });
   }
 };

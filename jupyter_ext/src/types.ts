@@ -112,3 +112,102 @@ export const DEFAULT_SETTINGS: IKilnSettings = {
 export function isFinalRun(status: RunStatus): boolean {
   return status === 'succeeded' || status === 'failed';
 }
+
+/** A file a task read or wrote (`jupyter_ext/history.py`); `path` is null outside the root. */
+export interface IFileRef {
+  name: string;
+  path: string | null;
+  digest: string | null;
+}
+
+/** An artifact a task produced, with the summary the runtime recorded. */
+export interface IArtifact {
+  name: string;
+  digest: string;
+  type: string | null;
+  size: number | null;
+  summary: {
+    shape?: number[];
+    dtype?: string;
+    columns?: string[];
+    len?: number;
+    [key: string]: unknown;
+  } | null;
+}
+
+/** One task of one recorded run (`GET /kiln/lineage?task=`). */
+export interface ITaskRecord {
+  status: string;
+  version: string;
+  duration: number | null;
+  cached: boolean;
+  attempts: number | null;
+  parameters: { [name: string]: unknown };
+  error: { message?: string; line?: number | null; cell_index?: number | null } | null;
+  outputs: IArtifact[];
+  inputs: { name: string; producer: string }[];
+  reads: IFileRef[];
+  writes: IFileRef[];
+}
+
+export interface ILineageRun {
+  run_id: string;
+  status: string;
+  started_at: string | null;
+  duration: number | null;
+  pipeline_version: string;
+  parameters: { [name: string]: unknown };
+  has_output: boolean;
+  task?: ITaskRecord;
+}
+
+export interface ILineageAnswer {
+  path: string;
+  task: string | null;
+  runs: ILineageRun[];
+}
+
+/** `POST /kiln/export`. */
+export interface IExportResult {
+  path: string;
+  name: string;
+  version: string;
+  created: boolean;
+  files: string[];
+}
+
+export interface IScheduleRun {
+  id: number;
+  due_at: string;
+  status: 'running' | 'succeeded' | 'failed' | 'skipped' | 'interrupted';
+  reason: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  error: string | null;
+  kiln_run_id: string | null;
+  has_output: boolean;
+}
+
+export interface ISchedule {
+  name: string;
+  notebook: string;
+  cron: string;
+  timezone: string;
+  parameters: { [name: string]: unknown };
+  engine: 'kiln' | 'papermill';
+  missed: 'run_once' | 'skip';
+  paused: boolean;
+  next_due_at: string;
+  state: 'active' | 'paused' | 'running';
+  last_runs: IScheduleRun[];
+}
+
+export interface ISchedulerState {
+  enabled: boolean;
+  serving: boolean;
+}
+
+export interface ISchedulesAnswer {
+  schedules: ISchedule[];
+  scheduler: ISchedulerState;
+}
