@@ -59,8 +59,10 @@ class Kiln:
         response = self.run(self.fetch("kiln", *parts, params=params))
         return json.loads(response.body)
 
-    def post(self, endpoint: str, body: Any) -> tuple[int, dict[str, Any]]:
-        response = self.run(self.fetch("kiln", endpoint, method="POST", body=json.dumps(body)))
+    def post(self, endpoint: str, body: Any, **params: str) -> tuple[int, dict[str, Any]]:
+        response = self.run(
+            self.fetch("kiln", endpoint, method="POST", body=json.dumps(body), params=params)
+        )
         return response.code, json.loads(response.body)
 
     def refused(self, *parts: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:

@@ -1,12 +1,12 @@
 """The lineage, output, export and schedule endpoints under /kiln/, against a live jupyter_server:
 a notebook is run for real (on the shared Dask cluster), then asked about as the panel asks."""
 
+# ruff: noqa: F811
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,18 @@ from compiler.api import compile_notebook
 from compiler.lineage import open_store
 from compiler.schedule import add_schedule, schedule_run_rows
 from tests.nbutil import make_notebook
-from tests.test_server import Kiln
+
+# The server fixtures and the endpoint client are test_server's (pytest finds imported fixtures;
+# the tests' parameters of the same names are what F811 would flag).
+from tests.test_server import (  # noqa: F401
+    ESCAPES,
+    Kiln,
+    jp_server_config,
+    kiln,
+    outside_notebook,
+    root,
+    run,
+)
 
 FLOW = [
     ("import pandas as pd", ["setup"]),
@@ -29,34 +40,6 @@ FLOW = [
     ("df = pd.read_csv('data/in.csv')", ["task:load"]),
     ("scaled = df * factor\nscaled.to_csv('out.csv')", ["task:scale"]),
 ]
-
-
-@pytest.fixture
-def jp_server_config() -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"jupyter_ext": True}}}
-
-
-@pytest.fixture
-def root(jp_root_dir: Path) -> Path:
-    return Path(jp_root_dir)
-
-
-@pytest.fixture
-def run(jp_asyncio_loop: Any) -> Any:
-    return jp_asyncio_loop.run_until_complete
-
-
-class KilnWithQuery(Kiln):
-    def post(self, endpoint: str, body: Any, **params: str) -> tuple[int, dict[str, Any]]:
-        response = self.run(
-            self.fetch("kiln", endpoint, method="POST", body=json.dumps(body), params=params)
-        )
-        return response.code, json.loads(response.body)
-
-
-@pytest.fixture
-def kiln(jp_fetch: Any, run: Any) -> KilnWithQuery:
-    return KilnWithQuery(jp_fetch, run)
 
 
 def flow_notebook(root: Path) -> Path:
@@ -373,18 +356,7 @@ class TestServerScheduler:
 # -- confinement and authentication ----------------------------------------------------------------
 
 
-@pytest.fixture
-def outside_notebook(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    outside = make_notebook(
-        tmp_path_factory.mktemp("outside") / "secret.ipynb", [("x = 1", ["task:t"])]
-    )
-    os.symlink(outside, root / "link.ipynb")
-    return outside
-
-
-@pytest.mark.parametrize(
-    "path", ["../../etc/passwd", "/etc/passwd", "a/../../x.ipynb", "link.ipynb"]
-)
+@pytest.mark.parametrize("path", ESCAPES)
 def test_new_endpoints_refuse_paths_outside_the_root(kiln, outside_notebook, path):
     requests = [
         ("lineage", {"params": {"path": path}}),
