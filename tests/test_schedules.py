@@ -183,7 +183,7 @@ def test_kiln_scheduler_runs_papermill_with_the_kiln_engine(tmp_path, notebook):
             "add",
             str(notebook),
             "--cron",
-            "*/20 * * * * *",
+            "* * * * * */10",  # every 10 seconds: croniter reads a sixth field as seconds
             "-p",
             "rows",
             "4",
@@ -196,11 +196,12 @@ def test_kiln_scheduler_runs_papermill_with_the_kiln_engine(tmp_path, notebook):
         cwd=tmp_path,
     )
     assert add.returncode == 0, add.stderr
+    log = (tmp_path / "scheduler.log").open("w")  # a file: an unread pipe could fill up
     proc = subprocess.Popen(
         [str(BIN / "kiln"), "scheduler", "--poll", "0.5"],
         env=env,
         cwd=tmp_path,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
@@ -221,8 +222,9 @@ def test_kiln_scheduler_runs_papermill_with_the_kiln_engine(tmp_path, notebook):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
+        log.close()
     done = [r for r in rows if r["status"] == "succeeded"]
-    assert done, rows
+    assert done, (rows, (tmp_path / "scheduler.log").read_text()[-3000:])
     output = Path(done[0]["output_notebook"])
     assert output.parent == tmp_path / ".kiln" / "schedules" / "fast"
     nb = nbformat.read(output, as_version=4)
