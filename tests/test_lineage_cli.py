@@ -315,6 +315,9 @@ recorder = RunRecorder(store, spec, notebook, None)
 def on_event(event):
     recorder(event)
     if event.get("task") == "slow" and event.get("status") == "running":
+        # Events are written by a background thread: wait until "first done" is in the store,
+        # so that the kill below lands while only "slow" is running.
+        recorder.flush()
         # Not print(): the in-process worker captures sys.stdout while a cell runs.
         os.write(1, f"ready {recorder.run_id}\\n".encode())
 
