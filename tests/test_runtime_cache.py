@@ -239,3 +239,28 @@ def test_artifacts_are_content_addressed_and_written_whole(tmp_path):
     store.write_manifest("k", {"outputs": {"a": {"digest": digest}}})
     assert store.manifest_intact(store.read_manifest("k"))
     assert store.read_manifest("absent") is None
+
+
+def test_equal_models_get_one_digest_whether_or_not_their_inputs_came_through_pickle(tmp_path):
+    """A model trained on labels that crossed a worker boundary (pickled, so with a private copy
+    of numpy's int64 dtype) pickled to other bytes than the same model trained in place: a
+    bundle run elsewhere then reported different digests for identical outputs."""
+    import pickle
+
+    import numpy as np
+    from sklearn.datasets import load_wine
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_wine(return_X_y=True)
+    y_received = pickle.loads(pickle.dumps(y, protocol=5))
+    assert y_received.dtype == y.dtype and y_received.dtype is not y.dtype
+    store = ArtifactStore(str(tmp_path / "store"))
+    here = store.put_value(RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y))
+    received = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y_received)
+    assert store.put_value(received) == here
+    loaded = store.get_value(here[0])
+    assert (loaded.predict(X) == received.predict(X)).all()
+    assert loaded.classes_.dtype is np.dtype("int64")  # loads with numpy's own dtype again
+    # Structured dtypes and datetimes still round-trip.
+    table = np.zeros(2, dtype=[("x", "<f8"), ("when", "<M8[ns]")])
+    assert store.get_value(store.put_value(table)[0]).dtype == table.dtype

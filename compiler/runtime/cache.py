@@ -2,7 +2,7 @@
 
 Layout under the store root (an fsspec URL; default `.kiln/` beside the notebook):
 
-    artifacts/<sha256>        one output value, pickled with cloudpickle
+    artifacts/<sha256>        one output value, pickled with cloudpickle (dtypes by value)
     cache/<cache_key>.json    manifest: output name -> digest, captured cell outputs, duration
 
 Every write goes to a temporary name in the same folder and is then renamed (moved), so a
@@ -16,6 +16,8 @@ import functools
 import hashlib
 import json
 import os
+import pickle
+import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -84,6 +86,30 @@ class _HashingWriter:
         return self.file.write(data)
 
 
+class _ArtifactPickler(cloudpickle.Pickler):
+    """cloudpickle, with plain numpy dtypes written by value so equal values pickle equally.
+
+    pickle memoizes by object identity: an array fresh from a computation carries numpy's
+    shared dtype singleton, one that came through pickle (another worker, the artifact store)
+    an equal private copy. Two equal models then pickled to different bytes (a memo reference
+    against a second dtype), and the same run reproduced elsewhere got other digests. A
+    persistent id is an int, which pickle never memoizes.
+    """
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if type(obj).__module__ != "numpy.dtypes":
+            return None
+        if obj.fields is not None or obj.subdtype is not None or obj.metadata is not None:
+            return None  # structured or annotated: pickled as usual
+        return int.from_bytes(obj.str.encode("ascii"), "big")
+
+
+class _ArtifactUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        numpy = sys.modules.get("numpy") or __import__("numpy")
+        return numpy.dtype(pid.to_bytes((pid.bit_length() + 7) // 8, "big").decode("ascii"))
+
+
 class ArtifactStore:
     """Content-addressed output values plus one JSON manifest per cache key."""
 
@@ -134,7 +160,7 @@ class ArtifactStore:
         try:
             with self._open(temp, "wb") as f:
                 writer = _HashingWriter(f)
-                cloudpickle.dump(value, writer, protocol=5)
+                _ArtifactPickler(writer, protocol=5).dump(value)
             digest = writer.digest.hexdigest()
             final = self.artifact_path(digest)
             if self.fs.exists(final):
@@ -149,7 +175,7 @@ class ArtifactStore:
 
     def get_value(self, digest: str) -> Any:
         with self._open(self.artifact_path(digest), "rb") as f:
-            return cloudpickle.load(f)
+            return _ArtifactUnpickler(f).load()
 
     def artifact_intact(self, digest: str) -> bool:
         """True when the artifact exists and its content still hashes to its name."""
