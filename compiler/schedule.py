@@ -10,6 +10,7 @@ schedule is still going is recorded as skipped, never started.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import socket
@@ -28,6 +29,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .lineage.schema import schedule_runs, schedules
 from .lineage.store import LineageStore
+
+log = logging.getLogger(__name__)
 
 ENGINES = ("kiln", "papermill")
 MISSED_POLICIES = ("run_once", "skip")
@@ -452,7 +455,12 @@ class Scheduler:
     ) -> None:
         """Tick until `stop()`; due runs start within `poll_seconds` of their due time."""
         while not self.stopping.is_set():
-            for action in self.tick():
+            try:
+                actions = self.tick()
+            except Exception:  # a database restart or a long lock: try again next poll
+                log.exception("kiln scheduler: checking due schedules failed; retrying")
+                actions = []
+            for action in actions:
                 if on_action:
                     on_action(action)
             self.stopping.wait(poll_seconds - (time.time() % poll_seconds))

@@ -32,11 +32,26 @@ from .schedule import (
 EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _parameters(pairs: list[list[str]] | None) -> dict[str, Any]:
-    import yaml
+def _parameters(notebook: str, pairs: list[list[str]] | None) -> dict[str, Any]:
+    """`-p NAME VALUE` typed like `kiln run -p`: each value like its default in the notebook's
+    parameters cell (so '1.10' stays a str where the default is a str)."""
+    if not pairs:
+        return {}
+    from .api import compile_notebook
+    from .diagnostics import NotebookLoadError
+    from .runtime.parameters import coerce_parameters
 
-    # Typed like papermill's `-p`: YAML scalars (3 -> int, 0.5 -> float, true -> bool).
-    return {name: yaml.safe_load(value) for name, value in pairs or []}
+    try:
+        result = compile_notebook(notebook)
+    except NotebookLoadError as exc:
+        raise ScheduleError(str(exc)) from None
+    if result.spec is None:
+        errors = "; ".join(d.render() for d in result.diagnostics if d.severity == "error")
+        raise ScheduleError(f"{notebook} does not compile: {errors}")
+    try:
+        return coerce_parameters(result.spec, {name: value for name, value in pairs})
+    except ValueError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def _open(args: argparse.Namespace, notebook: str | None = None) -> LineageStore:
@@ -63,7 +78,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             args.notebook,
             args.cron,
             timezone=args.tz,
-            parameters=_parameters(args.parameters),
+            parameters=_parameters(args.notebook, args.parameters),
             engine=args.engine,
             missed=args.missed,
         )

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -45,6 +46,7 @@ from compiler.lineage.schema import (
     task_runs,
 )
 from compiler.lineage.store import HEAD_REVISION, MIGRATIONS_DIR
+from compiler.runtime import run_pipeline
 from tests.lineage_fixtures import chain_events, chain_spec
 from tests.postgres_fixture import postgres_server, postgres_unavailable
 
@@ -543,3 +545,22 @@ def test_a_run_records_the_git_commit_and_whether_the_notebook_was_modified(tmp_
     dirty = show_run(store, record(store, spec, notebook))
     assert (dirty["git_commit"], dirty["git_dirty"]) == (head, True)
     store.close()
+
+
+def test_a_damaged_lineage_database_warns_but_never_stops_the_run(
+    make_pipeline, tmp_path, dask_scheduler_address
+):
+    spec, notebook = make_pipeline(tasks=[{"name": "one", "source": "x = 1", "outputs": ["x"]}])
+    db = tmp_path / "damaged.db"
+    open_store(f"sqlite:///{db}").close()
+    with sqlite3.connect(db) as c:  # a migrated store that later lost a table
+        c.execute("DROP TABLE task_outputs")
+        c.execute("DROP TABLE task_runs")
+    with pytest.warns(UserWarning, match="lineage not recorded"):
+        result = run_pipeline(
+            spec,
+            notebook_path=notebook,
+            scheduler=dask_scheduler_address,
+            lineage_db=f"sqlite:///{db}",
+        )
+    assert result.ok and result.task("one").status == "done"

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -259,3 +260,38 @@ def test_schedule_cli_errors(tmp_path, notebook):
     )
     assert missing.returncode == 1
     assert "no schedule named 'ghost'" in missing.stderr
+    # -p values are typed like the notebook's defaults, as `kiln run -p` types them.
+    for pair, message in [
+        (["rows", "1.5"], "parameter 'rows' is an int; cannot read '1.5'"),
+        (["nope", "1"], "unknown parameter 'nope' (this pipeline's parameters: rows)"),
+    ]:
+        refused = subprocess.run(
+            [str(BIN / "kiln"), "schedule", "add", str(notebook), "--cron", "0 6 * * *",
+             "-p", *pair],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert refused.returncode == 2 and message in refused.stderr
+
+
+def test_the_scheduler_keeps_serving_when_its_database_fails_for_a_while(store, notebook, tmp_path):
+    add_schedule(store, "often", notebook, "* * * * * *")  # every second
+    db = tmp_path / "lineage.db"
+    with sqlite3.connect(db) as c:  # the schedules table is gone: every check fails
+        c.execute("ALTER TABLE schedules RENAME TO schedules_away")
+    job = Job()
+    job.release.set()
+    scheduler = Scheduler(store, job=job)
+    serving = threading.Thread(target=scheduler.serve, kwargs={"poll_seconds": 0.2})
+    serving.start()
+    try:
+        time.sleep(1.0)
+        assert serving.is_alive() and job.calls == []
+        with sqlite3.connect(db) as c:  # the database is back
+            c.execute("ALTER TABLE schedules_away RENAME TO schedules")
+        deadline = time.monotonic() + 20
+        while not job.calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        scheduler.stop()
+        serving.join(10)
+    assert job.calls, "the scheduler stopped serving after the database failed"

@@ -226,23 +226,27 @@ class PipelineRun:
         """Lineage of every run, whoever started it (CLI, server, papermill, scheduler)."""
         if not self.record_lineage:
             return
-        try:
-            from ..lineage import RunRecorder, open_store
+        from ..lineage import RunRecorder, open_store
 
+        store = None
+        try:
             store = open_store(self.lineage_db, self.notebook_path)
-        except Exception as exc:  # lineage must not stop a run: say so and go on
+            recorder = RunRecorder(
+                store,
+                self.spec,
+                self.notebook_path,
+                self.parameters,
+                self.run_id,
+                scheduler_address=self.scheduler,
+                store_url=self.store.url,
+            )
+            recorder.start()
+        except Exception as exc:  # lineage must not stop a run (a bad URL, a damaged database)
+            if store is not None:
+                store.close()
             warnings.warn(f"kiln: lineage not recorded for this run: {exc}", stacklevel=3)
             return
-        self.recorder = RunRecorder(
-            store,
-            self.spec,
-            self.notebook_path,
-            self.parameters,
-            self.run_id,
-            scheduler_address=self.scheduler,
-            store_url=self.store.url,
-        )
-        self.recorder.start()
+        self.recorder = recorder
 
     def _close_recorder(self, result: RunResult | None, error: BaseException | None) -> None:
         recorder, self.recorder = self.recorder, None
