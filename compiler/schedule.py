@@ -261,9 +261,15 @@ def run_job(
     output = output_notebook_for(schedule, due)
     output.parent.mkdir(parents=True, exist_ok=True)
     notebook = Path(schedule.notebook)
+    # Not papermill's `cwd=`: it calls os.chdir, which moves the whole process (the Jupyter
+    # server's too) while other jobs run in sibling threads. The kiln engine works in the
+    # notebook's folder by itself; nbclient starts the kernel in `resources.metadata.path`.
     engine_kwargs: dict[str, Any] = {}
-    if schedule.engine == "kiln" and dask_scheduler:
-        engine_kwargs["scheduler"] = dask_scheduler
+    if schedule.engine == "kiln":
+        if dask_scheduler:
+            engine_kwargs["scheduler"] = dask_scheduler
+    else:
+        engine_kwargs["resources"] = {"metadata": {"path": str(notebook.parent)}}
     record: dict[str, Any] = {"output_notebook": str(output)}
     try:
         papermill.execute_notebook(
@@ -271,7 +277,6 @@ def run_job(
             str(output),
             parameters=schedule.parameters,
             engine_name="kiln" if schedule.engine == "kiln" else None,
-            cwd=str(notebook.parent),
             progress_bar=False,
             log_output=False,
             **engine_kwargs,

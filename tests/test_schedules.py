@@ -295,3 +295,30 @@ def test_the_scheduler_keeps_serving_when_its_database_fails_for_a_while(store, 
         scheduler.stop()
         serving.join(10)
     assert job.calls, "the scheduler stopped serving after the database failed"
+
+
+def test_papermill_jobs_due_together_each_run_in_their_own_folder(store, tmp_path):
+    """Two schedules due at once, papermill's default engine, each notebook reading a file by a
+    relative path: each kernel starts in its notebook's folder, and the scheduler's process
+    (a Jupyter server, say) keeps its working directory."""
+    for team in ("north", "south"):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "region.txt").write_text(team)
+        make_notebook(
+            tmp_path / team / "report.ipynb",
+            [("print('region', open('region.txt').read())", [])],
+        )
+        add_schedule(
+            store, team, tmp_path / team / "report.ipynb", "0 6 * * *", engine="papermill", now=T0
+        )
+    here = os.getcwd()
+    scheduler = Scheduler(store)
+    actions = scheduler.tick(T0 + dt.timedelta(seconds=31))
+    assert sorted(a.action for a in actions) == ["started", "started"]
+    scheduler.stop(wait=True)
+    assert os.getcwd() == here
+    for team in ("north", "south"):
+        (row,) = schedule_run_rows(store, team)
+        assert row["status"] == "succeeded", row
+        nb = nbformat.read(row["output_notebook"], as_version=4)
+        assert nb.cells[0].outputs[0]["text"] == f"region {team}\n"
