@@ -36,10 +36,16 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from .history import task_history
-from .paths import PathRefused, api_path_of, resolve_api_path
+from .paths import (
+    PathRefused,
+    api_path_of,
+    confine_lineage_url,
+    confine_store_url,
+    resolve_api_path,
+)
 from .runs import RunConflict, RunManager
 from .scheduling import SchedulerService
-from .stores import LineageStores, inside, visible_output
+from .stores import LineageStores, inside, is_hidden, visible_output
 
 # Options of run_pipeline a client may set (from the settings registry or the request).
 RUN_OPTIONS = {
@@ -89,7 +95,32 @@ class KilnHandler(APIHandler):
             raise tornado.web.HTTPError(exc.status, exc.message) from exc
         if must_exist and not full.is_file():
             raise tornado.web.HTTPError(404, f"no such notebook: {api_path}")
+        # The Contents API's rule (its is_hidden is async on the default manager).
+        if not getattr(self.contents_manager, "allow_hidden", True) and is_hidden(
+            self.root_dir, full
+        ):
+            raise tornado.web.HTTPError(404, f"no such notebook: {api_path}")
         return full
+
+    def confined(self, confine: Any, url: str | None) -> str | None:
+        """A database or store URL from the request, kept inside the server root when local."""
+        if url is None:
+            return None
+        try:
+            return str(confine(self.root_dir, url))
+        except PathRefused as exc:
+            raise tornado.web.HTTPError(exc.status, exc.message) from exc
+
+    def notebook_store(self, full: Path, *, create: bool = False, url: str | None = None) -> Any:
+        """The notebook's lineage store (None: nothing recorded yet); `url` from the request,
+        else the `lineage_db` query argument, else the library's default."""
+        url = url or self.get_query_argument("lineage_db", None) or None
+        try:
+            return self.stores.for_notebook(
+                full, self.confined(confine_lineage_url, url), create=create
+            )
+        except _lineage_errors() as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from exc
 
 
 def query_int(handler: KilnHandler, name: str, default: int, low: int, high: int) -> int:
@@ -180,6 +211,22 @@ def _run_options(body: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def check_against_spec(spec: dict[str, Any], params: dict[str, Any], force: Any = ()) -> None:
+    """Unknown parameter or task names are the request's fault (400), before anything runs."""
+    from compiler.runtime.parameters import resolve_parameters
+
+    try:
+        resolve_parameters(spec, params)
+    except ValueError as exc:
+        raise tornado.web.HTTPError(400, str(exc)) from exc
+    tasks = {t["name"] for t in spec["tasks"]}
+    unknown = sorted(set(force) - tasks)
+    if unknown:
+        raise tornado.web.HTTPError(
+            400, f"'force' names no task {', '.join(unknown)} (tasks: {', '.join(sorted(tasks))})"
+        )
+
+
 class RunsHandler(KilnHandler):
     @tornado.web.authenticated
     async def post(self) -> None:
@@ -189,10 +236,17 @@ class RunsHandler(KilnHandler):
         if not isinstance(params, dict):
             raise tornado.web.HTTPError(400, "'params' must be an object of name -> value")
         options = _run_options(body)
+        for name, confine in (
+            ("lineage_db", confine_lineage_url),
+            ("store_url", confine_store_url),
+        ):
+            if name in options:
+                options[name] = self.confined(confine, options[name])
         result = await compile_in_thread(full)
         if not result.ok:
             compile_errors_answer(self, result, "")
             return
+        check_against_spec(result.spec, params, options.get("force", ()))
         try:
             record = self.run_manager.start(result.spec, full, parameters=params, options=options)
         except ImportError as exc:
@@ -243,9 +297,8 @@ class LineageHandler(KilnHandler):
         full = self.notebook_file(self.get_query_argument("path", None))
         task = self.get_query_argument("task", None) or None
         limit = query_int(self, "limit", 10, 1, 50)
-        url = self.get_query_argument("lineage_db", None) or None
+        store = self.notebook_store(full)
         try:
-            store = self.stores.for_notebook(full, url)
             runs = (
                 []
                 if store is None
@@ -275,7 +328,7 @@ class OutputsHandler(KilnHandler):
         schedule = optional_str(body, "schedule")
         if (run_id is None) == (schedule is None):
             raise tornado.web.HTTPError(400, "name either 'run_id' or 'schedule' and 'run'")
-        store = self.stores.for_notebook(full, url)
+        store = self.notebook_store(full, url=url)
         if store is None:
             raise tornado.web.HTTPError(404, "no run of this notebook was recorded")
         if run_id is not None:
@@ -372,13 +425,6 @@ def schedule_runs_view(root: Path, store: Any, name: str, limit: int) -> list[di
 
 
 class ScheduleBase(KilnHandler):
-    def notebook_store(self, full: Path, *, create: bool = False, url: str | None = None) -> Any:
-        url = url or self.get_query_argument("lineage_db", None) or None
-        try:
-            return self.stores.for_notebook(full, url, create=create)
-        except _lineage_errors() as exc:
-            raise tornado.web.HTTPError(400, str(exc)) from exc
-
     def schedule_view(self, store: Any, schedule: Any) -> dict[str, Any]:
         data = schedule.to_dict()
         data["notebook"] = api_path_of(self.root_dir, schedule.notebook)
@@ -441,13 +487,7 @@ class SchedulesHandler(ScheduleBase):
         }
         result = await compile_in_thread(full)
         if result.ok and result.spec is not None:
-            unknown = sorted(set(parameters) - set(result.spec.get("parameters") or {}))
-            if unknown:
-                raise tornado.web.HTTPError(
-                    400,
-                    f"unknown parameter(s) {', '.join(unknown)}: the notebook's parameters "
-                    f"cell defines {', '.join(result.spec.get('parameters') or {}) or 'none'}",
-                )
+            check_against_spec(result.spec, parameters)
         store = self.notebook_store(full, create=True, url=optional_str(body, "lineage_db"))
 
         def create() -> Any:

@@ -271,7 +271,7 @@ def test_schedule_name_defaults_to_the_notebook_and_is_unique(kiln, root):
         ({"cron": "0 6 * * *", "missed": "panic"}, "missed-run policy"),
         ({"cron": "0 6 * * *", "name": "../x"}, "schedule name"),
         ({"cron": "0 6 * * *", "parameters": [1]}, "'parameters' must be an object"),
-        ({"cron": "0 6 * * *", "parameters": {"nope": 1}}, "unknown parameter(s) nope"),
+        ({"cron": "0 6 * * *", "parameters": {"nope": 1}}, "unknown parameter 'nope'"),
         ({"cron": 5}, "'cron' must be a string"),
     ],
 )
@@ -398,3 +398,46 @@ def test_new_endpoints_refuse_requests_without_token(
         run(AsyncHTTPClient().fetch(url, method=method, body=body, raise_error=True))
     assert caught.value.code in (401, 403)
     assert not (root / "pipelines").exists() and not (root / ".kiln").exists()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "request_options", "status", "fragment"),
+    [
+        ("lineage", "GET", {"lineage_db": "sqlite:////tmp/kiln-elsewhere.db"}, 403, "inside"),
+        ("lineage", "GET", {"lineage_db": "sqlite:///../up.db"}, 403, "inside"),
+        ("lineage", "GET", {"lineage_db": "not a url"}, 400, "not a database URL"),
+        ("schedules", "POST", {"lineage_db": "sqlite:////tmp/kiln-elsewhere.db"}, 403, "inside"),
+        ("runs", "POST", {"lineage_db": "sqlite:////tmp/kiln-elsewhere.db"}, 403, "inside"),
+        ("runs", "POST", {"store_url": "/tmp/kiln-elsewhere"}, 403, "inside"),
+        ("runs", "POST", {"store_url": "file:///tmp/kiln-elsewhere"}, 403, "inside"),
+        ("runs", "POST", {"params": {"nope": 1}}, 400, "unknown parameter 'nope'"),
+        ("runs", "POST", {"force": ["ghost"]}, 400, "'force' names no task ghost"),
+    ],
+)
+def test_databases_and_stores_a_request_names_stay_inside_the_root(
+    kiln, root, endpoint, method, request_options, status, fragment
+):
+    flow_notebook(root)
+    if method == "GET":
+        code, answer = kiln.refused(endpoint, params={"path": "work/flow.ipynb", **request_options})
+    else:
+        body = {"path": "work/flow.ipynb", "cron": "0 6 * * *", **request_options}
+        code, answer = kiln.refused(endpoint, method="POST", body=json.dumps(body))
+    assert code == status and fragment in answer["message"], answer
+    assert not Path("/tmp/kiln-elsewhere.db").exists()
+    assert not Path("/tmp/kiln-elsewhere").exists()
+
+
+def test_a_lineage_database_inside_the_root_is_accepted(kiln, root):
+    flow_notebook(root)
+    answer = kiln.get("lineage", path="work/flow.ipynb", lineage_db="sqlite:///team/lineage.db")
+    assert answer["runs"] == []  # nothing recorded there yet, and nothing created by a GET
+    assert not (root / "team" / "lineage.db").exists()
+
+
+def test_hidden_notebooks_are_not_served(kiln, root):
+    make_notebook(root / ".private" / "secret.ipynb", [("x = 1", ["task:t"])])
+    code, answer = kiln.refused(
+        "compile", method="POST", body=json.dumps({"path": ".private/secret.ipynb"})
+    )
+    assert code == 404 and "x = 1" not in json.dumps(answer)
