@@ -359,6 +359,10 @@ class _EventVisitor(ast.NodeVisitor):
         # Defaults and annotations are evaluated when the def runs, in the enclosing scope.
         for expr in list(args.defaults) + [d for d in args.kw_defaults if d is not None]:
             self.visit(expr)
+        every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        for arg in every:
+            if arg is not None and arg.annotation is not None:
+                self.visit(arg.annotation)
 
     def _deferred(self, body: list, bound: set[str], owner: ast.AST) -> None:
         """Free names of a function/class body: read when it is called, not when defined."""
@@ -372,16 +376,25 @@ class _EventVisitor(ast.NodeVisitor):
             self._emit("def", name, owner)
 
     def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
-        local: set[str] = set()
-        for gen in node.generators:
-            for sub in ast.walk(gen.target):
-                if isinstance(sub, ast.Name):
-                    local.add(sub.id)
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Load) and sub.id not in local:
-                self._emit("read", sub.id, sub)
-            elif isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
-                self._emit("def", sub.target.id, sub.target)
+        # The first iterable is evaluated in the enclosing scope; the rest is the comprehension's
+        # own scope, nested comprehensions and lambdas included. `:=` binds in the enclosing one.
+        first, *others = node.generators
+        self.visit(first.iter)
+        elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        scope = [first.target, *first.ifs, *others, *elements]
+        walrus = [
+            sub.target
+            for part in scope
+            for sub in ast.walk(part)
+            if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name)
+        ]
+        local, used, _ = _scope_names(scope)
+        local -= {target.id for target in walrus}
+        for name, sub in used:
+            if name not in local:
+                self._emit("read", name, sub)
+        for target in walrus:
+            self._emit("def", target.id, target)
 
     visit_ListComp = _comprehension
     visit_SetComp = _comprehension

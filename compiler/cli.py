@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +52,14 @@ def _compile_or_exit(path: str, show: bool = True) -> tuple[Any, int]:
 def write_atomically(path: Path, text: str) -> None:
     """Write next to the target and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # open() rather than mkstemp: the file gets the umask's mode (0644), not mkstemp's 0600.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -122,8 +122,8 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
     for cell, tags in tagged:
         if tags.role == SKIP:
             continue
-        if not cell.source.strip():
-            continue
+        if not cell.source.strip() and not tags.task:
+            continue  # an empty cell that names a task still starts it
         analysis = analyse_cell(cell)
         diagnostics.extend(analysis.diagnostics)
         if tags.role == SETUP:

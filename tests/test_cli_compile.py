@@ -32,6 +32,10 @@ def test_compile_writes_spec_and_module(tmp_path):
     spec = json.loads((out / "pipeline.json").read_text())
     jsonschema.validate(spec, pipeline_schema())
     assert sorted(p.name for p in out.iterdir()) == ["pipeline.json", "tasks.py"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in out.iterdir():  # readable by the team, like any file the user writes
+        assert written.stat().st_mode & 0o777 == 0o666 & ~umask, written
     # The module is readable Python that ruff accepts with its default rules...
     ruff = subprocess.run(
         [str(VENV_BIN / "ruff"), "check", "--isolated", str(out / "tasks.py")],

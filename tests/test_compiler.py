@@ -363,3 +363,46 @@ def test_pipeline_version_changes_with_policies(tmp_path):
     ).spec
     assert a["tasks"][0]["version"] == b["tasks"][0]["version"]
     assert a["version"] != b["version"]
+
+
+@pytest.mark.parametrize(
+    ("code", "inputs"),
+    [
+        ("z = [[y for y in r] for r in rows]", {"rows": "a"}),
+        ("z = [(lambda q: q)(x) for x in rows]", {"rows": "a"}),
+        ("z = {i: sum(v for v in r) for i, r in enumerate(rows)}", {"rows": "a"}),
+        ("z = [t := t + len(r) for r in rows]", {"rows": "a", "t": "a"}),
+        ("z = [rows for rows in rows]", {"rows": "a"}),  # the first iterable is read outside
+    ],
+)
+def test_comprehension_scopes_read_only_what_comes_from_outside(tmp_path, code, inputs):
+    nb = make_notebook(
+        tmp_path / "comp.ipynb", [("rows = [[1], [2]]\nt = 0", ["task:a"]), (code, ["task:b"])]
+    )
+    result = compile_notebook(nb)
+    assert [d.render() for d in result.diagnostics if d.severity == "error"] == []
+    assert tasks_of(result.spec)["b"]["inputs"] == inputs
+
+
+def test_a_setup_function_brings_the_imports_its_annotations_use(tmp_path):
+    nb = make_notebook(
+        tmp_path / "ann.ipynb",
+        [
+            ("import pandas as pd\nimport math", ["setup"]),
+            ("def width(frame: pd.DataFrame) -> int:\n    return len(frame.columns)", ["setup"]),
+            ("w = width(pd.DataFrame({'a': [1]}))", ["task:a"]),
+        ],
+    )
+    setup = "".join(tasks_of(compile_notebook(nb).spec)["a"]["setup"])
+    assert "import pandas as pd" in setup and "import math" not in setup
+
+
+def test_an_empty_cell_tagged_as_a_task_still_starts_it(tmp_path):
+    nb = make_notebook(
+        tmp_path / "empty.ipynb",
+        [("x = 1", ["task:a"]), ("", ["task:b"]), ("y = x", []), ("z = y", ["task:c", "after:b"])],
+    )
+    result = compile_notebook(nb)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    tasks = tasks_of(result.spec)
+    assert tasks["b"]["inputs"] == {"x": "a"} and tasks["c"]["inputs"] == {"y": "b"}
