@@ -241,8 +241,8 @@ def parameter_defs(analysis: CellAnalysis) -> tuple[list[ParameterDef], list[Dia
                     _diag(
                         "warning",
                         "parameter-not-literal",
-                        f"parameter {target.id!r} has no literal default; it is computed when the "
-                        "pipeline runs",
+                        f"parameter {target.id!r} has no literal default: pass it with -p "
+                        "(otherwise tasks that read it receive None)",
                         analysis.cell,
                         stmt.lineno,
                         stmt.col_offset + 1,

@@ -73,8 +73,14 @@ def validate_timezone(name: str) -> str:
 
 def next_due(cron: str, tz: str, after: dt.datetime) -> dt.datetime:
     """The first due time strictly after `after`, in UTC; cron fields read in the zone `tz`."""
-    local = _aware(after).astimezone(ZoneInfo(tz))
+    after = _aware(after)
+    local = after.astimezone(ZoneInfo(tz))
     due = croniter(cron, local).get_next(dt.datetime)
+    # When clocks go back, a wall-clock time happens twice (fold 0, then fold 1); like cron, a
+    # job with a fixed hour runs at the first one only. Hourly-or-faster jobs keep both.
+    if getattr(due, "fold", 0) == 1 and cron.split()[1] != "*":
+        if due.replace(fold=0).astimezone(dt.UTC) <= after:
+            due = croniter(cron, due).get_next(dt.datetime)
     return due.astimezone(dt.UTC)
 
 

@@ -80,6 +80,22 @@ def test_cron_is_read_in_the_schedule_time_zone():
     assert paris == dt.datetime(2026, 11, 22, 5, 0, tzinfo=dt.UTC)
 
 
+def test_a_daily_job_runs_once_on_the_night_clocks_go_back():
+    def dues(cron, start, end):
+        out, due = [], next_due(cron, "America/New_York", start)
+        while due < end:
+            out.append(f"{due:%d %H:%M}")
+            due = next_due(cron, "America/New_York", due)
+        return out
+
+    start = dt.datetime(2024, 11, 2, 12, tzinfo=dt.UTC)  # 1:30 happens twice on 3 November
+    end = dt.datetime(2024, 11, 4, 12, tzinfo=dt.UTC)
+    assert dues("30 1 * * *", start, end) == ["03 05:30", "04 06:30"]
+    # An hourly job runs in both 1:30s: each is a different hour.
+    hourly = dues("30 * * * *", dt.datetime(2024, 11, 3, 4, tzinfo=dt.UTC), end)
+    assert hourly[:4] == ["03 04:30", "03 05:30", "03 06:30", "03 07:30"]
+
+
 @pytest.mark.parametrize("cron", ["every day", "61 * * * *", "* * *", ""])
 def test_invalid_cron_is_refused_with_a_clear_error(store, notebook, cron):
     with pytest.raises(ScheduleError, match="invalid cron expression"):
