@@ -300,3 +300,28 @@ def test_matplotlib_figures_appear_in_the_output_notebook(make_pipeline, dask_sc
     figure = nb.cells[spec["tasks"][0]["code"][0]["cell_index"]].outputs
     assert [o["output_type"] for o in figure] == ["display_data"]
     assert figure[0]["data"]["image/png"]
+
+
+def test_a_task_that_switches_matplotlib_to_agg_does_not_hide_later_figures(make_pipeline):
+    # One worker, so both tasks share its process, as tasks of different runs do on a cluster.
+    spec, nb_path = make_pipeline(
+        tasks=[
+            {
+                "name": "save",
+                "source": "import matplotlib\nmatplotlib.use('Agg')\nn = 3",
+                "outputs": ["n"],
+            },
+            {
+                "name": "plot",
+                "source": "fig, ax = plt.subplots()\nax.plot(range(n));",
+                "inputs": {"n": "save"},
+            },
+        ],
+        setup="import matplotlib.pyplot as plt",
+    )
+    result = run_pipeline(spec, notebook_path=nb_path, workers=1)
+    assert result.ok
+    nb = nbformat.read(result.output_notebook, as_version=4)
+    plot = next(t for t in spec["tasks"] if t["name"] == "plot")
+    figure = nb.cells[plot["code"][0]["cell_index"]].outputs
+    assert [o["output_type"] for o in figure] == ["display_data"]

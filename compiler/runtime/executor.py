@@ -236,7 +236,7 @@ def get_shell() -> Any:
         # which ipykernel brings) displays them after each cell; nothing is imported until the
         # notebook imports matplotlib itself.
         if _has_module("matplotlib_inline"):
-            os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+            os.environ.setdefault("MPLBACKEND", _INLINE_BACKEND)
         config = Config()
         config.HistoryManager.enabled = False  # no sqlite history per worker
         config.InteractiveShell.cache_size = 0  # no Out[n] cache keeping old values alive
@@ -246,8 +246,30 @@ def get_shell() -> Any:
     return _SHELL
 
 
+_INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+def _restore_inline_figures(shell: Any) -> None:
+    """A task that called `matplotlib.use("Agg")` changed this worker's backend for every later
+    task: put the inline one back, as a fresh kernel would have it (only if matplotlib was
+    imported: never import it for a task that does not use it)."""
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is None or os.environ.get("MPLBACKEND") != _INLINE_BACKEND:
+        return
+    if matplotlib.get_backend() != _INLINE_BACKEND or not matplotlib.is_interactive():
+        import matplotlib.pyplot as plt
+        from IPython.core.pylabtools import activate_matplotlib
+        from matplotlib_inline.backend_inline import configure_inline_support
+
+        plt.close("all")
+        # What `%matplotlib inline` does: the backend, interactive mode, the flush hook.
+        activate_matplotlib(_INLINE_BACKEND)
+        configure_inline_support(shell, _INLINE_BACKEND)
+
+
 def fresh_namespace(shell: Any, names: Mapping[str, Any]) -> None:
     """Reset the user namespace to the shell's initial one plus `names` (faster than reset())."""
+    _restore_inline_figures(shell)
     ns = shell.user_ns
     ns.clear()
     ns.update(_BASELINE_NS)
