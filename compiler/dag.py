@@ -16,7 +16,7 @@ from typing import Any
 from .analysis import BUILTIN_NAMES, CellAnalysis, NameEvent, Statement, analyse_cell
 from .diagnostics import Diagnostic
 from .notebook import Cell, Notebook
-from .tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags
+from .tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
     has_tasks = any(t.task for _, t in tagged)
     units: list[_Unit] = []
     current: Task | None = None
-    seen_names: dict[str, Cell] = {}
+    seen_names: dict[str, tuple[Cell, str]] = {}
     for cell, tags in tagged:
         if tags.role == SKIP:
             continue
@@ -139,17 +139,19 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
             current.cells.append(analysis)
             continue
         if tags.task:
-            if tags.task in seen_names:
-                first = seen_names[tags.task]
+            key = python_name(tags.task)  # 'a-b' and 'a_b' would be one function in tasks.py
+            if key in seen_names:
+                first, first_name = seen_names[key]
+                same = "" if first_name == tags.task else f" as {first_name!r} (one Python name)"
                 diagnostics.append(
                     _diag(
                         "error",
                         "duplicate-task",
-                        f"task {tags.task!r} is already defined in cell {first.index}",
+                        f"task {tags.task!r} is already defined{same} in cell {first.index}",
                         cell,
                     )
                 )
-            seen_names[tags.task] = cell
+            seen_names[key] = (cell, tags.task)
             current = Task(tags.task, [analysis], tags, after=list(tags.after))
             units.append(_Unit("task", current.cells, current))
         elif current is None:
@@ -235,6 +237,9 @@ def parameter_defs(analysis: CellAnalysis) -> tuple[list[ParameterDef], list[Dia
                 continue
             try:
                 default, literal = ast.literal_eval(value), True
+                # The spec is JSON and versions hash it: a set (its order depends on the hash
+                # seed), bytes or a complex number has no stable JSON form.
+                json.dumps(default, allow_nan=False)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 default, literal = None, False
                 diagnostics.append(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import keyword
-import re
 import subprocess
 import tempfile
 import textwrap
@@ -16,6 +14,7 @@ from typing import Any
 
 from .analysis import CAPTURE, PYTHON_BODY_CELL_MAGICS, CellAnalysis, python_line_magic
 from .dag import Pipeline, Task, task_policy
+from .tags import python_name
 
 SCHEMA_VERSION = 1
 
@@ -80,10 +79,7 @@ def spec_json(spec: dict[str, Any]) -> str:
 
 
 def function_name(task_name: str) -> str:
-    name = re.sub(r"\W", "_", task_name)
-    if keyword.iskeyword(name) or name[0].isdigit():
-        name = "_" + name
-    return f"task_{name}"
+    return f"task_{python_name(task_name)}"
 
 
 def python_module(pipeline: Pipeline) -> str:

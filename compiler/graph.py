@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from .tags import python_name
 
 
 def _node_id(name: str) -> str:
-    return "t_" + re.sub(r"\W", "_", name)
+    return "t_" + python_name(name)
 
 
 def _edge_labels(spec: dict[str, Any]) -> dict[tuple[str, str], list[str]]:

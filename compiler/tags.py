@@ -6,6 +6,7 @@ compiler never looks at a raw tag string.
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass, field
 
@@ -16,6 +17,16 @@ from .notebook import Cell
 # Commas are still read, for notebooks written by tools that skip validation.
 _LIST_SEPARATORS = re.compile(r"[;,]")
 TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def python_name(task_name: str) -> str:
+    """The identifier a task is known by in generated code and graphs ('a-b' -> 'a_b'); two
+    tasks with one python_name are duplicates."""
+    name = re.sub(r"\W", "_", task_name)
+    if keyword.iskeyword(name) or name[:1].isdigit():
+        name = "_" + name
+    return name
+
 
 # Roles a cell can have besides "task body".
 SETUP = "setup"

@@ -406,3 +406,26 @@ def test_an_empty_cell_tagged_as_a_task_still_starts_it(tmp_path):
     assert result.ok, [d.render() for d in result.diagnostics]
     tasks = tasks_of(result.spec)
     assert tasks["b"]["inputs"] == {"x": "a"} and tasks["c"]["inputs"] == {"y": "b"}
+
+
+def test_tasks_whose_names_make_one_python_name_are_duplicates(tmp_path):
+    nb = make_notebook(
+        tmp_path / "dup.ipynb", [("x = 1", ["task:load-data"]), ("y = x", ["task:load_data"])]
+    )
+    result = compile_notebook(nb)
+    assert not result.ok
+    (dup,) = [d for d in result.diagnostics if d.code == "duplicate-task"]
+    assert dup.cell_index == 1
+    assert "'load_data' is already defined as 'load-data' (one Python name) in cell 0" in (
+        dup.message
+    )
+
+
+def test_a_parameter_default_without_a_json_form_is_not_a_literal(tmp_path):
+    nb = make_notebook(
+        tmp_path / "p.ipynb",
+        [("cols = {'alpha', 'beta', 'gamma'}\nn = 3", ["parameters"]), ("y = n", ["task:a"])],
+    )
+    result = compile_notebook(nb)
+    assert result.spec["parameters"] == {"cols": None, "n": 3}
+    assert [d.code for d in result.diagnostics] == ["parameter-not-literal"]
