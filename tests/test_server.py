@@ -215,6 +215,14 @@ def test_runs_refuse_paths_outside_the_root(kiln, outside_notebook, path):
         ("POST", "kiln/runs", json.dumps({"path": "a.ipynb"})),
         ("GET", "kiln/runs", None),
         ("GET", "kiln/runs/0123abcd", None),
+        ("GET", "kiln/lineage?path=a.ipynb", None),
+        ("POST", "kiln/outputs", json.dumps({"path": "a.ipynb", "run_id": "abcd"})),
+        ("POST", "kiln/export", json.dumps({"path": "a.ipynb"})),
+        ("GET", "kiln/schedules?path=a.ipynb", None),
+        ("POST", "kiln/schedules", json.dumps({"path": "a.ipynb", "cron": "* * * * *"})),
+        ("POST", "kiln/schedules/a/pause?path=a.ipynb", "{}"),
+        ("DELETE", "kiln/schedules/a?path=a.ipynb", None),
+        ("GET", "kiln/schedules/a/runs?path=a.ipynb", None),
     ],
 )
 def test_requests_without_token_are_refused(
@@ -227,6 +235,7 @@ def test_requests_without_token_are_refused(
         run(AsyncHTTPClient().fetch(url, method=method, body=body, raise_error=True))
 
     assert caught.value.code in (401, 403)
+    assert not (root / "pipelines").exists() and not (root / ".kiln").exists()
 
 
 def test_post_with_cookie_but_without_xsrf_is_refused(

@@ -15,7 +15,6 @@ import pytest
 
 # See tests/test_server.py for why pytest-jupyter's fixtures are imported, not registered.
 from pytest_jupyter.jupyter_server import *  # noqa: F403
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from compiler.api import compile_notebook
 from compiler.lineage import open_store
@@ -374,30 +373,6 @@ def test_new_endpoints_refuse_paths_outside_the_root(kiln, outside_notebook, pat
         assert "secret" not in json.dumps(answer).replace(path, "")
     assert not (outside_notebook.parent / "pipelines").exists()
     assert not (outside_notebook.parent / ".kiln").exists()
-
-
-@pytest.mark.parametrize(
-    ("method", "endpoint", "body"),
-    [
-        ("GET", "kiln/lineage?path=a.ipynb", None),
-        ("POST", "kiln/outputs", json.dumps({"path": "a.ipynb", "run_id": "abcd"})),
-        ("POST", "kiln/export", json.dumps({"path": "a.ipynb"})),
-        ("GET", "kiln/schedules?path=a.ipynb", None),
-        ("POST", "kiln/schedules", json.dumps({"path": "a.ipynb", "cron": "* * * * *"})),
-        ("POST", "kiln/schedules/a/pause?path=a.ipynb", "{}"),
-        ("DELETE", "kiln/schedules/a?path=a.ipynb", None),
-        ("GET", "kiln/schedules/a/runs?path=a.ipynb", None),
-    ],
-)
-def test_new_endpoints_refuse_requests_without_token(
-    jp_serverapp, http_server_client, jp_http_port, jp_base_url, run, root, method, endpoint, body
-):
-    make_notebook(root / "a.ipynb", [("x = 1", ["task:t"])])
-    url = f"http://localhost:{jp_http_port}{jp_base_url}{endpoint}"
-    with pytest.raises(HTTPClientError) as caught:
-        run(AsyncHTTPClient().fetch(url, method=method, body=body, raise_error=True))
-    assert caught.value.code in (401, 403)
-    assert not (root / "pipelines").exists() and not (root / ".kiln").exists()
 
 
 @pytest.mark.parametrize(
