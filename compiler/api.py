@@ -53,10 +53,11 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def compile_notebook(path: str | Path) -> CompileResult:
-    """Compile a notebook file. Raises NotebookLoadError when it is not a readable notebook."""
+def compile_notebook(path: str | Path, text: str | None = None) -> CompileResult:
+    """Compile a notebook file (`text`: its content, when already read). Raises
+    NotebookLoadError when it is not a readable notebook."""
     with _cyclic_gc_paused():
-        pipeline = build_pipeline(load_notebook(path))
+        pipeline = build_pipeline(load_notebook(path, text))
     return CompileResult(pipeline, pipeline.diagnostics)
 
 

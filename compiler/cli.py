@@ -140,12 +140,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .compile_cache import compiled_spec
     from .runtime.command import run_command
 
-    result, code = _compile_or_exit(args.notebook)
-    if result is None or code != EXIT_OK:
-        return code
-    return int(run_command(args, result.spec, args.notebook))
+    try:
+        spec, diagnostics = compiled_spec(args.notebook)
+    except NotebookLoadError as exc:
+        print(f"kiln: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    _print_diagnostics(
+        [d for d in diagnostics if d.severity != "info" or spec is None], args.notebook, sys.stderr
+    )
+    if spec is None:
+        return EXIT_ERRORS
+    return int(run_command(args, spec, args.notebook))
 
 
 def build_parser() -> argparse.ArgumentParser:

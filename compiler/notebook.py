@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from .diagnostics import NotebookLoadError
 
 
@@ -31,18 +29,20 @@ class Notebook:
     node: Any  # the nbformat NotebookNode, kept for writing output notebooks
 
 
-def read_notebook_node(path: str | Path) -> Any:
+def read_notebook_text(path: str | Path) -> str:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise NotebookLoadError(f"{p}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise NotebookLoadError(f"{p}: cannot be read: {exc}") from exc
-    return parse_notebook_text(text, str(p))
 
 
 def parse_notebook_text(text: str, label: str = "<notebook>") -> Any:
+    # Imported here: reading a notebook's text (the compile cache) must not pay for nbformat.
+    import nbformat
+
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -87,9 +87,10 @@ def notebook_from_node(node: Any, name: str, path: str | None = None) -> Noteboo
     return Notebook(name=name, path=path, digest=digest, cells=tuple(cells), node=node)
 
 
-def load_notebook(path: str | Path) -> Notebook:
+def load_notebook(path: str | Path, text: str | None = None) -> Notebook:
+    """The notebook at `path`; `text` is its content when the caller has already read it."""
     p = Path(path)
-    node = read_notebook_node(p)
+    node = parse_notebook_text(read_notebook_text(p) if text is None else text, str(p))
     return notebook_from_node(node, name=pipeline_name_for(p), path=str(p))
 
 

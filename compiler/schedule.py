@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -53,6 +52,8 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 def validate_cron(expression: str) -> str:
+    from croniter import croniter  # imported when used: every `kiln` command loads this module
+
     expression = " ".join(expression.split())
     fields = expression.split(" ")
     if len(fields) not in (5, 6) or not croniter.is_valid(expression):
@@ -73,6 +74,8 @@ def validate_timezone(name: str) -> str:
 
 def next_due(cron: str, tz: str, after: dt.datetime) -> dt.datetime:
     """The first due time strictly after `after`, in UTC; cron fields read in the zone `tz`."""
+    from croniter import croniter
+
     after = _aware(after)
     local = after.astimezone(ZoneInfo(tz))
     due = croniter(cron, local).get_next(dt.datetime)

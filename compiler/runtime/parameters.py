@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -42,6 +40,8 @@ def coerce_value(name: str, default: Any, text: str) -> Any:
             raise ValueError(f"parameter {name!r} is a float; cannot read {text!r}") from None
     if isinstance(default, str):
         return text
+    import yaml  # here: most runs pass no parameter that needs it, and it costs start-up time
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
