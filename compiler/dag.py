@@ -63,6 +63,13 @@ class Pipeline:
     tasks: list[Task]  # topological order
     diagnostics: list[Diagnostic]
     version: str = ""
+    # Setup code that parameter defaults computed at run time read (`import datetime`, ...).
+    parameters_setup: str = ""
+
+    @property
+    def computed_parameters(self) -> list[str]:
+        """Parameters whose default is an expression, evaluated once when a run starts."""
+        return [p.name for p in self.parameters if not p.literal]
 
 
 def short_hash(payload: Any) -> str:
@@ -245,9 +252,10 @@ def parameter_defs(analysis: CellAnalysis) -> tuple[list[ParameterDef], list[Dia
                 diagnostics.append(
                     _diag(
                         "warning",
-                        "parameter-not-literal",
-                        f"parameter {target.id!r} has no literal default: pass it with -p "
-                        "(otherwise tasks that read it receive None)",
+                        "parameter-computed",
+                        f"parameter {target.id!r} has no literal default: it is computed once "
+                        "when each run starts, and tasks that read it rerun when its value "
+                        "changes",
                         analysis.cell,
                         stmt.lineno,
                         stmt.col_offset + 1,
@@ -302,6 +310,28 @@ def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
             for name in task.binds:
                 bindings[name] = ("task", task)
     return diagnostics
+
+
+def parameters_setup(units: list[_Unit]) -> str:
+    """The setup statements that the parameters cells read (imports, helper functions), in
+    notebook order: what a runner runs before evaluating defaults that are expressions."""
+    setup_by_unit = _setup_statements(units)
+    bindings: dict[str, SetupStatement] = {}
+    needed: dict[int, SetupStatement] = {}
+    for i, unit in enumerate(units):
+        if unit.kind == "setup":
+            for st in setup_by_unit[i]:
+                bindings.update((name, st) for name in st.statement.defs)
+        elif unit.kind == "parameters":
+            pending = [ev for ev in unit.cells[0].events if ev.kind in ("read", "deferred")]
+            while pending:
+                source = bindings.get(pending.pop().name)
+                if source is not None and id(source) not in needed:
+                    needed[id(source)] = source
+                    pending.extend(source.reads)
+    order = {id(st): k for k, st in enumerate(s for stmts in setup_by_unit.values() for s in stmts)}
+    statements = sorted(needed.values(), key=lambda st: order[id(st)])
+    return "".join(st.statement.source.rstrip("\n") + "\n" for st in statements)
 
 
 def _resolve_task(
@@ -577,7 +607,14 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
         diagnostics += task_datasets_and_hazards(task)
     version = assign_versions(ordered, params)
     return Pipeline(
-        notebook.name, notebook, params, params_source, ordered, _sorted(diagnostics), version
+        notebook.name,
+        notebook,
+        params,
+        params_source,
+        ordered,
+        _sorted(diagnostics),
+        version,
+        parameters_setup(units) if any(not p.literal for p in params) else "",
     )
 
 

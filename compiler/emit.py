@@ -33,6 +33,25 @@ def validate_spec(spec: dict[str, Any]) -> None:
     jsonschema.validate(spec, pipeline_schema())
 
 
+def imported_modules(python_sources: list[str]) -> list[str]:
+    """Top-level modules that absolute imports name, in first-seen order (`import a.b`,
+    `from a.b import c` -> "a"). A runner digests the ones that are files beside the notebook
+    (`helpers.py`) into the cache key; an export pins the installed ones."""
+    seen: dict[str, None] = {}
+    for source in python_sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    seen.setdefault(alias.name.split(".")[0], None)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                seen.setdefault(node.module.split(".")[0], None)
+    return list(seen)
+
+
 def task_spec(task: Task) -> dict[str, Any]:
     policy = task_policy(task)
     setup = "\n".join(st.statement.source for st in task.setup)
@@ -54,6 +73,9 @@ def task_spec(task: Task) -> dict[str, Any]:
         "timeout": policy["timeout"],
         "cache": policy["cache"],
         "datasets": {"reads": list(task.reads_files), "writes": list(task.writes_files)},
+        "imports": imported_modules(
+            [st.statement.source for st in task.setup] + [a.python for a in task.cells]
+        ),
     }
 
 
@@ -66,6 +88,8 @@ def pipeline_spec(pipeline: Pipeline) -> dict[str, Any]:
         "notebook": {"file": notebook_file.rsplit("/", 1)[-1], "digest": pipeline.notebook.digest},
         "parameters": {p.name: p.default for p in pipeline.parameters},
         "parameters_source": pipeline.parameters_source,
+        "computed_parameters": pipeline.computed_parameters,
+        "parameters_setup": pipeline.parameters_setup,
         "tasks": [task_spec(t) for t in pipeline.tasks],
     }
 

@@ -7,7 +7,6 @@ requirements. Same notebook, same version: a bundle is written once and never ch
 
 from __future__ import annotations
 
-import ast
 import importlib.metadata
 import json
 import os
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .analysis import to_python
 from .api import CompileResult
 from .emit import spec_json
 
@@ -59,21 +57,7 @@ class ExportResult:
 
 def imported_modules(spec: dict[str, Any]) -> list[str]:
     """Top-level modules the tasks import (setup and cells), in first-seen order."""
-    seen: dict[str, None] = {}
-    sources = [t["setup"] for t in spec["tasks"]]
-    sources += [c["source"] for t in spec["tasks"] for c in t["code"]]
-    for source in sources:
-        try:
-            tree = ast.parse(to_python(source))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    seen.setdefault(alias.name.split(".")[0], None)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                seen.setdefault(node.module.split(".")[0], None)
-    return list(seen)
+    return list(dict.fromkeys(m for t in spec["tasks"] for m in t.get("imports", [])))
 
 
 def requirements_for(modules: list[str]) -> list[str]:

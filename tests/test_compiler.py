@@ -95,6 +95,8 @@ def test_spec_json_is_stable_and_keyed_in_documented_order(tmp_path):
         "notebook",
         "parameters",
         "parameters_source",
+        "computed_parameters",
+        "parameters_setup",
         "tasks",
     ]
     assert list(a["tasks"][0])[:4] == ["name", "version", "upstream", "inputs"]
@@ -428,4 +430,24 @@ def test_a_parameter_default_without_a_json_form_is_not_a_literal(tmp_path):
     )
     result = compile_notebook(nb)
     assert result.spec["parameters"] == {"cols": None, "n": 3}
-    assert [d.code for d in result.diagnostics] == ["parameter-not-literal"]
+    assert result.spec["computed_parameters"] == ["cols"]
+    assert [d.code for d in result.diagnostics] == ["parameter-computed"]
+
+
+def test_computed_parameter_defaults_carry_the_setup_code_they_read(tmp_path):
+    nb = make_notebook(
+        tmp_path / "p.ipynb",
+        [
+            ("import datetime\nimport pandas as pd\nfrom pathlib import Path", ["setup"]),
+            ("def day_before(d):\n    return d - datetime.timedelta(days=1)", ["setup"]),
+            ("run_date = day_before(datetime.date.today())\nrows = 10", ["parameters"]),
+            ("n = rows", ["task:a"]),
+        ],
+    )
+    spec = compile_notebook(nb).spec
+    assert spec["parameters"] == {"run_date": None, "rows": 10}
+    assert spec["computed_parameters"] == ["run_date"]
+    # Only what the defaults read (the helper and the module it uses), in notebook order.
+    assert spec["parameters_setup"] == (
+        "import datetime\ndef day_before(d):\n    return d - datetime.timedelta(days=1)\n"
+    )

@@ -264,3 +264,25 @@ def test_equal_models_get_one_digest_whether_or_not_their_inputs_came_through_pi
     # Structured dtypes and datetimes still round-trip.
     table = np.zeros(2, dtype=[("x", "<f8"), ("when", "<M8[ns]")])
     assert store.get_value(store.put_value(table)[0]).dtype == table.dtype
+
+
+def test_a_computed_set_parameter_gives_the_same_key_in_every_process():
+    import os
+    import subprocess
+    import sys
+
+    program = (
+        "from compiler.runtime.cache import cache_key; "
+        "print(cache_key('v1', {'cols': {'alpha', 'beta', 'gamma', 'delta'}}, [], {}))"
+    )
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (1, 2, 3)
+    }
+    assert len(keys) == 1

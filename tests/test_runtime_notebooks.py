@@ -100,3 +100,136 @@ def test_a_failing_notebook_exits_1_and_points_at_the_cell(
     error = summary["tasks"][1]["error"]
     assert (error["cell_index"], error["line"], error["ename"]) == (1, 2, "ZeroDivisionError")
     assert "average: FAILED" in err
+
+
+def _by_task(output_notebook):
+    out = nbformat.read(output_notebook, as_version=4)
+    return {
+        c.metadata["kiln"]["task"]: "".join(o.get("text", "") for o in c.outputs)
+        for c in out.cells
+        if "kiln" in c.metadata
+    }
+
+
+def test_parameter_defaults_computed_by_code_are_evaluated_once_per_run(
+    tmp_path, capsys, dask_scheduler_address
+):
+    (tmp_path / "offset.txt").write_text("1")
+    notebook = make_notebook(
+        tmp_path / "dated.ipynb",
+        [
+            ("import datetime\nimport uuid", ["setup"]),
+            (
+                "start = datetime.date(2026, 1, 1)\n"
+                "run_date = start + datetime.timedelta(days=int(open('offset.txt').read()))\n"
+                "batch = uuid.uuid4().hex\n"
+                "limit = 10",
+                ["parameters"],
+            ),
+            ("print(run_date.isoformat(), limit)", ["task:stamp"]),
+            ("first = batch", ["task:a"]),
+            ("second = batch", ["task:b"]),
+            ("print('one batch:', first == second)", ["task:compare"]),
+        ],
+    )
+    scheduler = ["--scheduler", dask_scheduler_address]
+    code, summary, err = _kiln_run(capsys, notebook, *scheduler)
+    assert code == 0, err
+    printed = _by_task(summary["output_notebook"])
+    assert printed["stamp"] == "2026-01-02 10\n"  # evaluated in the notebook's folder
+    assert printed["compare"] == "one batch: True\n"  # every task saw the same value
+    assert summary["parameters"]["limit"] == 10
+
+    # A new run draws a new batch (its readers rerun); the date did not change.
+    code, summary, _ = _kiln_run(capsys, notebook, *scheduler)
+    assert _statuses(summary) == {"stamp": "cached", "a": "done", "b": "done", "compare": "done"}
+
+    # The date's inputs changed: its reader reruns with the new value.
+    (tmp_path / "offset.txt").write_text("5")
+    code, summary, _ = _kiln_run(capsys, notebook, *scheduler)
+    assert _statuses(summary)["stamp"] == "done"
+    assert _by_task(summary["output_notebook"])["stamp"] == "2026-01-06 10\n"
+
+    # A value given with -p wins and is not computed (YAML reads it as a date).
+    code, summary, _ = _kiln_run(capsys, notebook, *scheduler, "-p", "run_date", "2025-05-05")
+    assert code == 0
+    assert _by_task(summary["output_notebook"])["stamp"] == "2025-05-05 10\n"
+
+
+def test_a_failing_parameters_cell_stops_the_run_before_it_starts(
+    tmp_path, capsys, dask_scheduler_address
+):
+    notebook = make_notebook(
+        tmp_path / "params.ipynb",
+        [
+            ("import json", ["setup"]),
+            ("n = 3\nconfig = json.load(open('missing.json'))", ["parameters"]),
+            ("size = n * len(config)", ["task:size"]),
+        ],
+    )
+    code, summary, err = _kiln_run(capsys, notebook, "--scheduler", dask_scheduler_address)
+    assert code == 2 and summary is None
+    assert "parameters cell, line 2 failed" in err
+    assert "FileNotFoundError" in err and "missing.json" in err
+
+
+def test_the_output_notebook_is_the_notebook_as_it_was_when_the_run_started(
+    tmp_path, capsys, dask_scheduler_address
+):
+    # The task itself saves an edit to the notebook, as a user would in JupyterLab mid-run.
+    notebook = make_notebook(
+        tmp_path / "edited.ipynb",
+        [
+            "# md: # Report",
+            (
+                "import json\n"
+                "nb = json.load(open('edited.ipynb'))\n"
+                "nb['cells'][0]['source'] = '# Edited during the run'\n"
+                "nb['cells'].append({'cell_type': 'markdown', 'id': 'new', 'metadata': {}, "
+                "'source': 'added'})\n"
+                "json.dump(nb, open('edited.ipynb', 'w'))\n"
+                "print('saved')",
+                ["task:save"],
+            ),
+        ],
+    )
+    code, summary, err = _kiln_run(capsys, notebook, "--scheduler", dask_scheduler_address)
+    assert code == 0, err
+    assert "Edited during the run" in notebook.read_text()  # the edit did happen
+    out = nbformat.read(summary["output_notebook"], as_version=4)
+    assert [c.source for c in out.cells][0] == "# Report"
+    assert len(out.cells) == 2
+    assert out.cells[1].outputs[0]["text"] == "saved\n"
+
+
+def test_editing_a_helper_module_beside_the_notebook_reruns_the_tasks_that_import_it(
+    tmp_path, capsys, dask_scheduler_address
+):
+    (tmp_path / "helpers.py").write_text("def scale(x):\n    return x * 2\n")
+    (tmp_path / "mylib").mkdir()
+    (tmp_path / "mylib" / "__init__.py").write_text("OFFSET = 1\n")
+    notebook = make_notebook(
+        tmp_path / "uses_helpers.ipynb",
+        [
+            ("from helpers import scale", ["setup"]),
+            ("y = scale(3)\nprint('scaled', y)", ["task:scaled"]),
+            ("import mylib\nz = mylib.OFFSET\nprint('offset', z)", ["task:offset"]),
+            ("import json\nplain = json.dumps([1])", ["task:plain"]),
+        ],
+    )
+    # The same long-lived cluster for every run, as with `--scheduler` or the server.
+    scheduler = ["--scheduler", dask_scheduler_address]
+    code, summary, err = _kiln_run(capsys, notebook, *scheduler)
+    assert code == 0, err
+    assert _by_task(summary["output_notebook"])["scaled"] == "scaled 6\n"
+
+    (tmp_path / "helpers.py").write_text("def scale(x):\n    return x * 3\n")
+    code, summary, _ = _kiln_run(capsys, notebook, *scheduler)
+    assert _statuses(summary) == {"scaled": "done", "offset": "cached", "plain": "cached"}
+    assert _by_task(summary["output_notebook"])["scaled"] == "scaled 9\n"  # not the old code
+
+    (tmp_path / "mylib" / "__init__.py").write_text("OFFSET = 5\n")
+    (tmp_path / "mylib" / "__pycache__").mkdir(exist_ok=True)
+    code, summary, _ = _kiln_run(capsys, notebook, *scheduler)
+    assert _statuses(summary) == {"scaled": "cached", "offset": "done", "plain": "cached"}
+    assert _by_task(summary["output_notebook"])["offset"] == "offset 5\n"

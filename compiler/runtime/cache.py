@@ -46,9 +46,16 @@ def cache_key(
         },
         sort_keys=True,
         separators=(",", ":"),
-        default=repr,  # a parameter value JSON cannot hold still gets a stable text
+        default=_stable_text,  # a parameter value JSON cannot hold still gets a stable text
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _stable_text(value: Any) -> Any:
+    """A set's repr follows the hash seed, which differs per process: sort its members."""
+    if isinstance(value, set | frozenset):
+        return sorted(json.dumps(v, sort_keys=True, default=_stable_text) for v in value)
+    return repr(value)
 
 
 def file_digest(path: Path) -> str:
@@ -70,6 +77,25 @@ def file_digest(path: Path) -> str:
 
 def dataset_digests(reads: Iterable[str], notebook_dir: Path) -> dict[str, str]:
     return {rel: file_digest(notebook_dir / rel) for rel in reads}
+
+
+def local_module_digests(imports: Iterable[str], notebook_dir: Path) -> dict[str, str]:
+    """Digests of the imported modules that live beside the notebook (`helpers.py`, a package
+    folder `mylib/`): editing one changes the cache keys of the tasks that import it.
+    Installed packages are left out (their code changes with their version, not here)."""
+    digests: dict[str, str] = {}
+    for name in imports:
+        module, package = notebook_dir / f"{name}.py", notebook_dir / name
+        if module.is_file():
+            digests[f"module:{name}"] = file_digest(module)
+        elif (package / "__init__.py").is_file():
+            # Only the sources: __pycache__ changes whenever Python recompiles them.
+            digest = hashlib.sha256()
+            for source in sorted(package.rglob("*.py")):
+                digest.update(str(source.relative_to(package)).encode() + b"\0")
+                digest.update(file_digest(source).encode())
+            digests[f"module:{name}"] = digest.hexdigest()
+    return digests
 
 
 class _HashingWriter:

@@ -444,12 +444,29 @@ def _log_event(worker: Any, topic: str | None, message: dict[str, Any]) -> None:
             pass
 
 
+def forget_local_modules(folder: str) -> None:
+    """Forget modules imported from the notebook's folder (`helpers.py`, `mylib/`), so each task
+    imports them afresh: a worker of a long-lived cluster must not run a helper as it was when
+    an earlier run imported it (the cache key already follows the file). Only a module whose
+    file is `FOLDER/NAME.py` or under `FOLDER/NAME/` counts: never a virtualenv's packages."""
+    root = os.path.realpath(folder)
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        top = name.split(".")[0]
+        relative = os.path.relpath(os.path.realpath(file), root)
+        if relative == f"{top}.py" or relative.startswith(top + os.sep):
+            del sys.modules[name]
+
+
 @contextlib.contextmanager
 def _in_notebook_folder(folder: str | None) -> Iterator[None]:
     """Relative paths and local imports resolve as in the notebook (cwd = its folder)."""
     if not folder or not os.path.isdir(folder):
         yield
         return
+    forget_local_modules(folder)
     previous = os.getcwd()
     os.chdir(folder)
     sys.path.insert(0, folder)
@@ -657,6 +674,46 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     record["outputs"] = _describe_and_store(values, payload.get("store_url"))
     _log_event(worker, topic, {"kind": "record", **record})
     return {"values": values, "record": record}
+
+
+def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate parameter defaults that are expressions (`run_date = date.today()`), once per
+    run, in a worker like any task: the setup code they read, then the parameters cell.
+    Returns {name: value}; raises ValueError naming the line that failed or the value that
+    cannot travel to the tasks."""
+    import pickle
+
+    shell = get_shell()
+    fresh_namespace(shell, {})
+    try:
+        with _in_notebook_folder(payload.get("notebook_dir")):
+            for where, source in (
+                ("setup code", payload.get("setup", "")),
+                ("parameters cell", payload.get("source", "")),
+            ):
+                if not source.strip():
+                    continue
+                prefix = f"<ipython-input-{shell.execution_count}-"
+                exc = _run_source(shell, source, OutputCollector())
+                if exc is not None:
+                    line = _error_line(exc, prefix)
+                    at = f", line {line}" if line is not None else ""
+                    raise ValueError(
+                        f"the {where}{at} failed while computing parameter defaults: "
+                        f"{type(exc).__name__}: {exc}"
+                    )
+            values = {name: shell.user_ns.get(name) for name in payload["names"]}
+        for name, value in values.items():
+            try:
+                pickle.dumps(value)
+            except Exception as exc:
+                raise ValueError(
+                    f"parameter {name!r}: its computed default ({type(value).__name__}) cannot "
+                    f"be sent to the tasks: {exc}; pass a value with -p"
+                ) from None
+        return values
+    finally:
+        fresh_namespace(shell, {})
 
 
 def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dict[str, Any]:

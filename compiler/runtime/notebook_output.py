@@ -148,14 +148,14 @@ def write_notebook_atomic(nb: Mapping[str, Any], path: Path) -> None:
 
 
 def write_output_notebook(
-    notebook_path: Path,
+    node: Mapping[str, Any],
     output_path: Path,
     *,
     spec: Mapping[str, Any],
     result: RunResult,
     cells_by_task: Mapping[str, list[dict[str, Any]]],
 ) -> Path:
-    node = read_notebook_json(notebook_path)
+    """`node`: the source notebook as read when the run started (see read_notebook_json)."""
     nb = build_output_notebook(node, spec=spec, result=result, cells_by_task=cells_by_task)
     write_notebook_atomic(nb, Path(output_path))
     return Path(output_path)

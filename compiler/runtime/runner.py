@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from . import notebook_output
-from .cache import ArtifactStore, cache_key, dataset_digests, load_outputs
+from .cache import (
+    ArtifactStore,
+    cache_key,
+    dataset_digests,
+    load_outputs,
+    local_module_digests,
+)
 from .cluster import (
     ClusterSession,
     Placement,
@@ -34,7 +40,13 @@ from .cluster import (
     wait_for_any_worker,
     worker_capacities,
 )
-from .executor import TaskFailed, execute_task, exit_worker_process, kill_worker_from_nanny
+from .executor import (
+    TaskFailed,
+    evaluate_parameters,
+    execute_task,
+    exit_worker_process,
+    kill_worker_from_nanny,
+)
 from .parameters import resolve_parameters
 from .results import (
     CACHED,
@@ -89,7 +101,10 @@ def plan_cache_keys(
             task["version"],
             {name: parameter_values[name] for name in task.get("parameters", [])},
             [keys[up] for up in task.get("upstream", [])],
-            dataset_digests(task.get("datasets", {}).get("reads", []), notebook_dir),
+            {
+                **dataset_digests(task.get("datasets", {}).get("reads", []), notebook_dir),
+                **local_module_digests(task.get("imports", []), notebook_dir),
+            },
         )
     return keys
 
@@ -178,6 +193,10 @@ class PipelineRun:
         self.notebook_path = Path(notebook_path).resolve()
         self.notebook_dir = self.notebook_path.parent
         self.parameters = resolve_parameters(spec, params)
+        # Defaults that are expressions: evaluated on a worker when the run starts.
+        self.computed_parameters = [
+            name for name in spec.get("computed_parameters") or () if name not in (params or {})
+        ]
         self.scheduler = scheduler
         self.workers = workers
         self.memory_limit = memory_limit
@@ -210,6 +229,7 @@ class PipelineRun:
         self.lineage_db = lineage_db
         self.record_lineage = record_lineage
         self.recorder: Any = None
+        self.notebook_snapshot: dict[str, Any] | None = None
 
     # -- events ---------------------------------------------------------------------------
     def _emit(self, event: dict[str, Any]) -> None:
@@ -332,7 +352,8 @@ class PipelineRun:
         return [t["name"] for t in self.spec["tasks"] if t["name"] in may_run]
 
     def _connect_and_place(self, names: list[str]) -> None:
-        self.session = open_cluster(self.scheduler, self.workers, self.memory_limit)
+        if self.session is None:  # already open when parameter defaults were computed
+            self.session = open_cluster(self.scheduler, self.workers, self.memory_limit)
         try:
             client = self.session.client
             wait_for_any_worker(client)
@@ -352,9 +373,54 @@ class PipelineRun:
         self.events.put(("worker", message))
 
     # -- the run --------------------------------------------------------------------------
+    def _compute_parameters(self) -> None:
+        """Evaluate the computed defaults once, before planning: the cache keys of the tasks
+        that read them depend on their values (a new date is a new key)."""
+        from distributed import wait
+
+        self.session = open_cluster(self.scheduler, self.workers, self.memory_limit)
+        try:
+            wait_for_any_worker(self.session.client)
+            future = self.session.client.submit(
+                evaluate_parameters,
+                {
+                    "setup": self.spec.get("parameters_setup", ""),
+                    "source": self.spec.get("parameters_source", ""),
+                    "names": self.computed_parameters,
+                    "notebook_dir": str(self.notebook_dir),
+                },
+                key=f"kiln-parameters-{self.run_id}",
+                pure=False,
+            )
+            wait(future)
+            if future.status == "error":
+                raise future.exception()
+            self.parameters.update(future.result())
+        except BaseException:
+            self.session.close()
+            self.session = None
+            raise
+
+    def _snapshot_notebook(self) -> None:
+        """The notebook as it is when the run starts: the output notebook is built from it, so
+        edits saved while the run goes on do not mix into this run's record."""
+        try:
+            self.notebook_snapshot = notebook_output.read_notebook_json(self.notebook_path)
+        except (OSError, ValueError):  # no notebook beside a bare spec: no output notebook
+            self.notebook_snapshot = None
+
     def execute(self) -> RunResult:
-        self._plan()
-        may_run = self._tasks_that_may_run()
+        self._snapshot_notebook()
+        try:
+            if self.computed_parameters:
+                self._compute_parameters()
+            self._plan()
+            may_run = self._tasks_that_may_run()
+        except BaseException:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+            raise
         self._open_recorder()
         try:
             result = self._execute(may_run)
@@ -797,9 +863,9 @@ class PipelineRun:
         path = self.output_notebook or (
             self.notebook_dir / ".kiln" / "runs" / self.run_id / self.notebook_path.name
         )
-        if self.notebook_path.exists():
+        if self.notebook_snapshot is not None:
             notebook_output.write_output_notebook(
-                self.notebook_path,
+                self.notebook_snapshot,
                 path,
                 spec=self.spec,
                 result=result,
