@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
@@ -58,7 +59,15 @@ RUN_OPTIONS = {
 
 
 class KilnHandler(APIHandler):
-    """Shared helpers: JSON body, confined notebook paths."""
+    """Shared helpers: JSON body, confined notebook paths.
+
+    Every endpoint is `@authenticated` (token, XSRF) and `@authorized` on the resource "kiln"
+    with the action it amounts to: "read" (compile, runs, lineage), "write" (export, output
+    notebooks, pausing or removing schedules) or "execute" (a run or a new schedule runs the
+    notebook's code), so a deployment's Authorizer can, say, let viewers read only.
+    """
+
+    auth_resource = "kiln"
 
     @property
     def root_dir(self) -> Path:
@@ -184,6 +193,7 @@ def compile_errors_answer(handler: KilnHandler, result: Any, doing: str) -> None
 
 class CompileHandler(KilnHandler):
     @tornado.web.authenticated
+    @authorized("read")
     async def post(self) -> None:
         body = self.json_body()
         notebook = body.get("notebook")
@@ -229,6 +239,7 @@ def check_against_spec(spec: dict[str, Any], params: dict[str, Any], force: Any 
 
 class RunsHandler(KilnHandler):
     @tornado.web.authenticated
+    @authorized("execute")
     async def post(self) -> None:
         body = self.json_body()
         full = self.notebook_file(body.get("path"))
@@ -258,6 +269,7 @@ class RunsHandler(KilnHandler):
         self.finish(json.dumps(record.summary()))
 
     @tornado.web.authenticated
+    @authorized("read")
     def get(self) -> None:
         path = self.get_query_argument("path", None)
         if path is not None:
@@ -268,6 +280,7 @@ class RunsHandler(KilnHandler):
 
 class RunHandler(KilnHandler):
     @tornado.web.authenticated
+    @authorized("read")
     def get(self, run_id: str) -> None:
         record = self.run_manager.get(run_id)
         if record is None:
@@ -293,6 +306,7 @@ class LineageHandler(KilnHandler):
     each run (status, version, duration, cache hit, parameters, artifacts, files read/written)."""
 
     @tornado.web.authenticated
+    @authorized("read")
     async def get(self) -> None:
         full = self.notebook_file(self.get_query_argument("path", None))
         task = self.get_query_argument("task", None) or None
@@ -320,6 +334,7 @@ class OutputsHandler(KilnHandler):
     looked up in the lineage database, never taken from the request."""
 
     @tornado.web.authenticated
+    @authorized("write")
     async def post(self) -> None:
         body = self.json_body()
         full = self.notebook_file(body.get("path"))
@@ -377,6 +392,7 @@ class ExportHandler(KilnHandler):
     """Export the saved notebook as `pipelines/NAME/VERSION/` beside it (once per version)."""
 
     @tornado.web.authenticated
+    @authorized("write")
     async def post(self) -> None:
         from compiler.export import export_bundle
 
@@ -446,6 +462,7 @@ class ScheduleBase(KilnHandler):
 
 class SchedulesHandler(ScheduleBase):
     @tornado.web.authenticated
+    @authorized("read")
     async def get(self) -> None:
         from compiler.schedule import list_schedules
 
@@ -468,6 +485,7 @@ class SchedulesHandler(ScheduleBase):
         self.finish(json.dumps({"schedules": schedules, "scheduler": scheduler}))
 
     @tornado.web.authenticated
+    @authorized("execute")
     async def post(self) -> None:
         from compiler.schedule import ScheduleError, add_schedule, get_schedule
 
@@ -511,6 +529,7 @@ class SchedulesHandler(ScheduleBase):
 
 class ScheduleHandler(ScheduleBase):
     @tornado.web.authenticated
+    @authorized("write")
     async def delete(self, name: str) -> None:
         from compiler.schedule import remove_schedule
 
@@ -522,6 +541,7 @@ class ScheduleHandler(ScheduleBase):
 
 class ScheduleActionHandler(ScheduleBase):
     @tornado.web.authenticated
+    @authorized("write")
     async def post(self, name: str, action: str) -> None:
         from compiler.schedule import set_paused
 
@@ -535,6 +555,7 @@ class ScheduleActionHandler(ScheduleBase):
 
 class ScheduleRunsHandler(ScheduleBase):
     @tornado.web.authenticated
+    @authorized("read")
     async def get(self, name: str) -> None:
         limit = query_int(self, "limit", 20, 1, 200)
         _full, store, _schedule = await asyncio.to_thread(self.existing, name)
