@@ -7,6 +7,7 @@ requirements. Same notebook, same version: a bundle is written once and never ch
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -60,6 +61,32 @@ def imported_modules(spec: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(m for t in spec["tasks"] for m in t.get("imports", [])))
 
 
+_NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def local_modules(modules: list[str], notebook_dir: Path) -> dict[str, Path]:
+    """The imported modules that are files or packages beside the notebook: name -> path."""
+    found: dict[str, Path] = {}
+    for name in modules:
+        if (notebook_dir / f"{name}.py").is_file():
+            found[name] = notebook_dir / f"{name}.py"
+        elif (notebook_dir / name / "__init__.py").is_file():
+            found[name] = notebook_dir / name
+    return found
+
+
+def bundle_version(pipeline_version: str, modules: dict[str, Path]) -> str:
+    """The pipeline's version, or, when its tasks import helpers from beside the notebook, a
+    version that also covers their source: an edited helper is a new bundle, not a stale one."""
+    if not modules:
+        return pipeline_version
+    from .runtime.cache import local_module_digests
+
+    digests = local_module_digests(sorted(modules), next(iter(modules.values())).parent)
+    payload = json.dumps([pipeline_version, digests], sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
 def requirements_for(modules: list[str]) -> list[str]:
     """Pinned distributions providing `modules`, as installed here; stdlib is left out."""
     providers = importlib.metadata.packages_distributions()
@@ -89,9 +116,11 @@ def export_bundle(
         raise ValueError("the notebook has errors; fix them before exporting")
     notebook_path = Path(notebook_path).resolve()
     base = Path(root).resolve() if root is not None else notebook_path.parent
-    target = base / "pipelines" / spec["name"] / spec["version"]
+    modules = local_modules(imported_modules(spec), notebook_path.parent)
+    version = bundle_version(spec["version"], modules)
+    target = base / "pipelines" / spec["name"] / version
     if target.exists():
-        return ExportResult(target, spec["name"], spec["version"], created=False)
+        return ExportResult(target, spec["name"], version, created=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec['version']}."))
     try:
@@ -102,12 +131,19 @@ def export_bundle(
         )
         os.chmod(staging / "run.py", 0o755)
         shutil.copyfile(notebook_path, staging / spec["notebook"]["file"])
-        requirements = requirements_for(imported_modules(spec))
+        for source in modules.values():  # helpers the tasks import travel with them
+            if source.is_dir():
+                shutil.copytree(source, staging / source.name, ignore=_NOT_SOURCE)
+            else:
+                shutil.copyfile(source, staging / source.name)
+        requirements = requirements_for([m for m in imported_modules(spec) if m not in modules])
         (staging / "requirements.txt").write_text("\n".join(requirements) + "\n")
         manifest = {
             "name": spec["name"],
-            "version": spec["version"],
+            "version": version,
+            "pipeline_version": spec["version"],
             "notebook": spec["notebook"],
+            "local_modules": sorted(source.name for source in modules.values()),
             "kiln": __version__,
         }
         (staging / "bundle.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -117,9 +153,9 @@ def export_bundle(
         except OSError:
             if target.exists():  # another export of the same version won the race
                 shutil.rmtree(staging, ignore_errors=True)
-                return ExportResult(target, spec["name"], spec["version"], created=False)
+                return ExportResult(target, spec["name"], version, created=False)
             raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportResult(target, spec["name"], spec["version"], created=True)
+    return ExportResult(target, spec["name"], version, created=True)

@@ -100,6 +100,54 @@ def test_a_bundle_copied_elsewhere_reproduces_the_notebook_run(project: Path, tm
     assert [r["run_id"] for r in json.loads(runs.stdout)] == [result["run_id"]]
 
 
+def test_a_bundle_carries_the_helper_modules_its_tasks_import(tmp_path: Path, tmp_path_factory):
+    from tests.nbutil import make_notebook
+
+    (tmp_path / "helpers.py").write_text("def scale(x):\n    return x * 2\n")
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "__init__.py").write_text("from .names import NAMES\n")
+    (tmp_path / "features" / "names.py").write_text("NAMES = ['a', 'b']\n")
+    make_notebook(
+        tmp_path / "report.ipynb",
+        [
+            ("from helpers import scale\nimport features", ["setup"]),
+            ("value = scale(21)\ncolumns = features.NAMES\nprint(value, columns)", ["task:make"]),
+        ],
+    )
+    first = json.loads(
+        sh(str(BIN / "kiln"), "export", "report.ipynb", "--json", cwd=tmp_path).stdout
+    )
+    bundle = tmp_path_factory.mktemp("elsewhere") / "bundle"
+    shutil.copytree(first["path"], bundle)
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "bundle.json",
+        "features",
+        "helpers.py",
+        "pipeline.json",
+        "report.ipynb",
+        "requirements.txt",
+        "run.py",
+        "tasks.py",
+    ]
+    assert "helpers" not in (bundle / "requirements.txt").read_text()
+    ran = sh(sys.executable, "run.py", "--json", "--workers", "1", cwd=bundle)
+    assert ran.returncode == 0, ran.stderr
+    output = nbformat.read(json.loads(ran.stdout)["output_notebook"], as_version=4)
+    assert output.cells[1].outputs[0]["text"] == "42 ['a', 'b']\n"
+
+    # An edited helper is a new bundle version; exporting again unchanged is a no-op.
+    (tmp_path / "helpers.py").write_text("def scale(x):\n    return x * 3\n")
+    second = json.loads(
+        sh(str(BIN / "kiln"), "export", "report.ipynb", "--json", cwd=tmp_path).stdout
+    )
+    assert second["created"] is True and second["version"] != first["version"]
+    assert "x * 3" in (Path(second["path"]) / "helpers.py").read_text()
+    again = json.loads(
+        sh(str(BIN / "kiln"), "export", "report.ipynb", "--json", cwd=tmp_path).stdout
+    )
+    assert again["created"] is False and again["version"] == second["version"]
+
+
 def test_papermill_cli_with_the_kiln_engine(project: Path):
     proc = sh(
         str(BIN / "papermill"),

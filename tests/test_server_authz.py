@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from jupyter_server.auth.authorizer import Authorizer
 
 # See tests/test_server.py for why pytest-jupyter's fixtures are imported, not registered.
 from pytest_jupyter.jupyter_server import *  # noqa: F403
-from jupyter_server.auth.authorizer import Authorizer
 
 from tests.nbutil import make_notebook
 from tests.test_server import THREE_TASKS, Kiln, kiln, root, run  # noqa: F401

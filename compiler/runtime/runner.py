@@ -790,7 +790,9 @@ class PipelineRun:
             target = min(target, int(psutil.virtual_memory().total))
             if target <= max(asked, float(had or 0)):
                 return None
-            self.session.add_memory_worker(target)
+            # One worker of that size serves every task that ran out of memory like this one.
+            if not any(c.resources.get("MEMORY", 0.0) >= target for c in capacities):
+                self.session.add_memory_worker(target)
             return Placement(
                 resources={**(st.placement.resources or {}), "MEMORY": float(target)},
                 workers=None,

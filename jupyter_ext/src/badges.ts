@@ -94,14 +94,29 @@ class NotebookBadges {
   }
 
   private _refreshSoon(): void {
-    // Tags edited in place (property inspector) change roles before the next compile.
-    window.requestAnimationFrame(() => this._refresh());
+    // Tags edited in place (property inspector) change roles before the next compile. This
+    // fires on every keystroke: redraw at most once a frame, and only when a tag changed.
+    if (this._pending) {
+      return;
+    }
+    this._pending = true;
+    window.requestAnimationFrame(() => {
+      this._pending = false;
+      if (!this._model.isDisposed && this._tagSignature() !== this._drawnTags) {
+        this._refresh();
+      }
+    });
+  }
+
+  private _tagSignature(): string {
+    return JSON.stringify(this._model.panel.content.widgets.map(cell => cellTags(cell)));
   }
 
   private _refresh(): void {
     if (this._model.isDisposed) {
       return;
     }
+    this._drawnTags = this._tagSignature();
     this._model.panel.content.widgets.forEach((cell, index) => {
       let badge = this._badges.get(cell);
       if (!badge || badge.isDisposed) {
@@ -117,6 +132,8 @@ class NotebookBadges {
   }
 
   private _badges = new WeakMap<Cell, CellBadge>();
+  private _pending = false;
+  private _drawnTags = '';
 }
 
 /** Task badges on cells: task name and colour, membership, roles, live run status. */
