@@ -448,13 +448,27 @@ def forget_local_modules(folder: str) -> None:
     """Forget modules imported from the notebook's folder (`helpers.py`, `mylib/`), so each task
     imports them afresh: a worker of a long-lived cluster must not run a helper as it was when
     an earlier run imported it (the cache key already follows the file). Only a module whose
-    file is `FOLDER/NAME.py` or under `FOLDER/NAME/` counts: never a virtualenv's packages."""
+    file is `FOLDER/NAME.py` or under `FOLDER/NAME/` counts: never a virtualenv's packages.
+    This runs before every task, so it looks at the folder once and at no other module."""
+    local: set[str] = set()
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".py"):
+                    local.add(entry.name[:-3])
+                elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+                    local.add(entry.name)
+    except OSError:
+        return
+    imported = [name for name in sys.modules if name.partition(".")[0] in local]
+    if not imported:
+        return
     root = os.path.realpath(folder)
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
+    for name in imported:
+        file = getattr(sys.modules[name], "__file__", None)
         if not file:
             continue
-        top = name.split(".")[0]
+        top = name.partition(".")[0]
         relative = os.path.relpath(os.path.realpath(file), root)
         if relative == f"{top}.py" or relative.startswith(top + os.sep):
             del sys.modules[name]
