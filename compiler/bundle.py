@@ -26,6 +26,14 @@ def main(bundle_dir: Path, argv: list[str]) -> int:
         description=f"Run pipeline {spec['name']!r} version {spec['version']} on Dask.",
     )
     add_run_arguments(parser)
+    parser.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="folder the tasks run in: their relative file paths, the cache, the lineage "
+        "database and the output notebook (default: the bundle's folder)",
+    )
     args = parser.parse_args(argv)
+    if args.workdir is not None and not Path(args.workdir).is_dir():
+        parser.error(f"--workdir {args.workdir}: no such folder")
     notebook = bundle_dir / spec["notebook"]["file"]
     return int(run_command(args, spec, notebook))

@@ -153,7 +153,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if spec is None:
         return EXIT_ERRORS
-    return int(run_command(args, spec, args.notebook))
+    code = int(run_command(args, spec, args.notebook))
+    global _EXIT_AT_ONCE
+    _EXIT_AT_ONCE = True  # the run closed its cluster and joined its lineage writer
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +212,30 @@ def _version() -> str:
     return f"kiln {__version__}"
 
 
+# Set once a command has closed everything it opened (see `entry`).
+_EXIT_AT_ONCE = False
+
+
+def entry() -> None:
+    """The `kiln` console script. After `kiln run` the process ends without CPython's teardown:
+    the run has already closed its Dask cluster and client, joined its lineage and OpenLineage
+    writers and written its output notebook, and tearing down the ~2,000 modules a Dask client
+    loads took 0.3 s of every run. Other commands, and `main()` called in-process, exit
+    normally."""
+    code = main()
+    if _EXIT_AT_ONCE:
+        import logging
+
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe (`kiln run ... | head`)
+            code = code or 1
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -219,4 +246,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

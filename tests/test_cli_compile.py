@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from compiler.emit import pipeline_schema
+from tests.nbutil import make_notebook
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 VENV_BIN = Path(sys.executable).parent
@@ -171,3 +172,23 @@ def test_svg_without_graphviz_says_how_to_get_it():
     )
     assert proc.returncode == 1
     assert "Graphviz" in proc.stderr
+
+
+def test_kiln_run_from_the_shell_exits_with_the_runs_status_and_all_its_output(tmp_path):
+    # The console script ends `kiln run` without interpreter teardown: the exit code and every
+    # line of output must still come through, for a run that fails as for one that succeeds.
+    good = make_notebook(
+        tmp_path / "good.ipynb",
+        [("values = list(range(5))", ["task:make"]), ("print(sum(values))", ["task:total"])],
+    )
+    bad = make_notebook(tmp_path / "bad.ipynb", [("1 / 0", ["task:boom"])])
+    ok = kiln("run", str(good), "--json", "--workers", "1", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout)  # the whole JSON document, flushed
+    assert [t["status"] for t in summary["tasks"]] == ["done", "done"]
+    assert "kiln: run" in ok.stderr and "succeeded" in ok.stderr
+
+    failed = kiln("run", str(bad), "--workers", "1", cwd=tmp_path)
+    assert failed.returncode == 1
+    assert failed.stdout.rstrip().splitlines()[-2].endswith(": failed")
+    assert "ZeroDivisionError" in failed.stderr

@@ -148,6 +148,37 @@ def test_a_bundle_carries_the_helper_modules_its_tasks_import(tmp_path: Path, tm
     assert again["created"] is False and again["version"] == second["version"]
 
 
+def test_a_bundle_runs_against_a_working_folder_that_holds_the_data(
+    project: Path, tmp_path_factory
+):
+    exported = json.loads(
+        sh(str(BIN / "kiln"), "export", "train_two_models.ipynb", "--json", cwd=project).stdout
+    )
+    bundle = tmp_path_factory.mktemp("opt") / "bundle"
+    shutil.copytree(exported["path"], bundle)
+    data_home = tmp_path_factory.mktemp("srv")
+    shutil.copytree(project / "data", data_home / "data")
+    run_py = str(bundle / "run.py")
+
+    missing = sh(sys.executable, run_py, "--workdir", str(data_home / "nope"), cwd=data_home)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+
+    ran = sh(sys.executable, run_py, "--workdir", str(data_home), "--json", cwd=bundle)
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    # Files the tasks write, the cache, lineage and the output notebook are in the working
+    # folder; the bundle is left as exported.
+    assert (data_home / "metrics.json").exists()
+    assert Path(result["output_notebook"]).is_relative_to(data_home / ".kiln")
+    assert sorted(p.name for p in bundle.iterdir()) == sorted(
+        p.name for p in Path(exported["path"]).iterdir()
+    )
+    runs = sh(str(BIN / "kiln"), "runs", "--json", cwd=data_home)
+    assert [r["run_id"] for r in json.loads(runs.stdout)] == [result["run_id"]]
+    again = sh(sys.executable, run_py, "--workdir", str(data_home), "--json", cwd=data_home)
+    assert {t["status"] for t in json.loads(again.stdout)["tasks"]} == {"cached"}
+
+
 def test_papermill_cli_with_the_kiln_engine(project: Path):
     proc = sh(
         str(BIN / "papermill"),

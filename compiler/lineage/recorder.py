@@ -128,11 +128,16 @@ class RunRecorder:
         openlineage: OpenLineageEmitter | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         mark_stale_runs: bool = True,
+        working_dir: str | Path | None = None,
     ):
         self.store = store
         self.spec = spec
         self.notebook_path = Path(notebook_path).resolve()
-        self.notebook_dir = self.notebook_path.parent
+        # Where the run's relative file paths point: the notebook's folder unless the run was
+        # given another one (an exported bundle run with --workdir).
+        self.notebook_dir = (
+            Path(working_dir).resolve() if working_dir else self.notebook_path.parent
+        )
         self.parameters = {**dict(spec.get("parameters") or {}), **dict(params or {})}
         self.run_id = run_id or new_run_id()
         self.scheduler_address = scheduler_address

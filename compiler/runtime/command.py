@@ -215,6 +215,7 @@ def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path
             on_event=progress,
             lineage_db=getattr(args, "lineage_db", None),
             record_lineage=not getattr(args, "no_lineage", False),
+            working_dir=getattr(args, "workdir", None),
         )
     except (ResourceUnavailable, ValueError, OSError, TimeoutError) as exc:
         print(f"kiln: the run could not start: {exc}", file=sys.stderr)

@@ -475,21 +475,25 @@ def forget_local_modules(folder: str) -> None:
 
 
 @contextlib.contextmanager
-def _in_notebook_folder(folder: str | None) -> Iterator[None]:
-    """Relative paths and local imports resolve as in the notebook (cwd = its folder)."""
+def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
+    """Relative paths resolve as in the notebook (cwd = its folder, or the run's working folder)
+    and local imports from the notebook's own folder (`module_dir`, the same folder unless the
+    run was given a working folder)."""
+    folder = payload.get("notebook_dir")
     if not folder or not os.path.isdir(folder):
         yield
         return
-    forget_local_modules(folder)
+    modules = str(payload.get("module_dir") or folder)
+    forget_local_modules(modules)
     previous = os.getcwd()
     os.chdir(folder)
-    sys.path.insert(0, folder)
+    sys.path.insert(0, modules)
     try:
         yield
     finally:
         os.chdir(previous)
         with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+            sys.path.remove(modules)
 
 
 @contextlib.contextmanager
@@ -609,7 +613,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     error: dict[str, Any] | None = None
     guard = TaskGuard(payload.get("timeout"), memory_threshold_for(memory_limit))
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
-    with _in_notebook_folder(payload.get("notebook_dir")):
+    with _in_notebook_folder(payload):
         try:
             with guard:
                 if payload.get("setup", "").strip():
@@ -700,7 +704,7 @@ def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
     shell = get_shell()
     fresh_namespace(shell, {})
     try:
-        with _in_notebook_folder(payload.get("notebook_dir")):
+        with _in_notebook_folder(payload):
             for where, source in (
                 ("setup code", payload.get("setup", "")),
                 ("parameters cell", payload.get("source", "")),

@@ -92,9 +92,13 @@ def _now_iso() -> str:
 
 
 def plan_cache_keys(
-    spec: Mapping[str, Any], parameter_values: Mapping[str, Any], notebook_dir: Path
+    spec: Mapping[str, Any],
+    parameter_values: Mapping[str, Any],
+    notebook_dir: Path,
+    module_dir: Path | None = None,
 ) -> dict[str, str]:
-    """cache_key per task, in topological order (upstream keys are needed first)."""
+    """cache_key per task, in topological order (upstream keys are needed first). Data paths
+    are relative to `notebook_dir`, local modules live in `module_dir` (default: the same)."""
     keys: dict[str, str] = {}
     for task in spec["tasks"]:
         keys[task["name"]] = cache_key(
@@ -103,7 +107,7 @@ def plan_cache_keys(
             [keys[up] for up in task.get("upstream", [])],
             {
                 **dataset_digests(task.get("datasets", {}).get("reads", []), notebook_dir),
-                **local_module_digests(task.get("imports", []), notebook_dir),
+                **local_module_digests(task.get("imports", []), module_dir or notebook_dir),
             },
         )
     return keys
@@ -120,6 +124,7 @@ def task_payload(
     notebook_dir: str,
     store_url: str | None,
     event_topic: str,
+    module_dir: str | None = None,
 ) -> dict[str, Any]:
     """The plain data the worker-side executor needs for one attempt of one task."""
     return {
@@ -129,6 +134,7 @@ def task_payload(
         "attempt": attempt,
         "event_topic": event_topic,
         "notebook_dir": notebook_dir,
+        "module_dir": module_dir or notebook_dir,
         "setup": task.get("setup", ""),
         "cells": [dict(c) for c in task.get("code", [])],
         "parameters": {name: parameter_values[name] for name in task.get("parameters", [])},
@@ -188,10 +194,13 @@ class PipelineRun:
         memory_limit: int | str | None,
         lineage_db: str | None = None,
         record_lineage: bool = True,
+        working_dir: str | Path | None = None,
     ):
         self.spec = dict(spec)
         self.notebook_path = Path(notebook_path).resolve()
-        self.notebook_dir = self.notebook_path.parent
+        # Relative paths, the cache and the lineage database: the notebook's folder by default.
+        self.working_dir = Path(working_dir).resolve() if working_dir else None
+        self.notebook_dir = self.working_dir or self.notebook_path.parent
         self.parameters = resolve_parameters(spec, params)
         # Defaults that are expressions: evaluated on a worker when the run starts.
         self.computed_parameters = [
@@ -250,7 +259,7 @@ class PipelineRun:
 
         store = None
         try:
-            store = open_store(self.lineage_db, self.notebook_path)
+            store = open_store(self.lineage_db, self.notebook_dir / self.notebook_path.name)
             recorder = RunRecorder(
                 store,
                 self.spec,
@@ -259,6 +268,7 @@ class PipelineRun:
                 self.run_id,
                 scheduler_address=self.scheduler,
                 store_url=self.store.url,
+                working_dir=self.working_dir,
             )
             recorder.start()
         except Exception as exc:  # lineage must not stop a run (a bad URL, a damaged database)
@@ -309,7 +319,9 @@ class PipelineRun:
 
     # -- planning -------------------------------------------------------------------------
     def _plan(self) -> None:
-        keys = plan_cache_keys(self.spec, self.parameters, self.notebook_dir)
+        keys = plan_cache_keys(
+            self.spec, self.parameters, self.notebook_dir, self.notebook_path.parent
+        )
         for task in self.spec["tasks"]:
             name = task["name"]
             st = _TaskState(
@@ -388,6 +400,7 @@ class PipelineRun:
                     "source": self.spec.get("parameters_source", ""),
                     "names": self.computed_parameters,
                     "notebook_dir": str(self.notebook_dir),
+                    "module_dir": str(self.notebook_path.parent),
                 },
                 key=f"kiln-parameters-{self.run_id}",
                 pure=False,
@@ -595,6 +608,7 @@ class PipelineRun:
             parameter_values=self.parameters,
             input_positions=positions,
             notebook_dir=str(self.notebook_dir),
+            module_dir=str(self.notebook_path.parent),
             store_url=self.store.url if self.use_cache else None,
             event_topic=self.event_topic,
         )
@@ -902,6 +916,7 @@ def run_pipeline(
     memory_limit: int | str | None = None,
     lineage_db: str | None = None,
     record_lineage: bool = True,
+    working_dir: str | Path | None = None,
 ) -> RunResult:
     """Run a compiled pipeline spec on Dask and write its output notebook.
 
@@ -913,7 +928,9 @@ def run_pipeline(
     outputs changed. Raises ResourceUnavailable (before anything runs) when a task asks for
     resources no worker has, ValueError for unknown parameters or forced task names.
     Lineage goes to `lineage_db` (a SQLAlchemy URL; default $KILN_LINEAGE_DB, else
-    `.kiln/lineage.db` beside the notebook) unless `record_lineage` is False.
+    `.kiln/lineage.db` beside the notebook) unless `record_lineage` is False. `working_dir`
+    (default: the notebook's folder) is where tasks run and relative paths, the default
+    artifact store, lineage database and output notebook live.
     """
     run = PipelineRun(
         spec,
@@ -930,5 +947,6 @@ def run_pipeline(
         memory_limit=memory_limit,
         lineage_db=lineage_db,
         record_lineage=record_lineage,
+        working_dir=working_dir,
     )
     return run.execute()
