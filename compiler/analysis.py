@@ -442,10 +442,22 @@ def python_line_magic(call: ast.Call) -> str | None:
     code = call.args[1].value  # type: ignore[attr-defined]
     if magic not in PYTHON_BODY_CELL_MAGICS:
         return None
-    # Drop the magic's own options (%timeit -n 3 x = f()).
+    return strip_magic_options(magic, code)
+
+
+# Options of the Python-running line magics that take a value (`-n 3` or `-n3`).
+_OPTIONS_WITH_VALUE = {"timeit": frozenset("nrp"), "prun": frozenset("slTD")}
+
+
+def strip_magic_options(magic: str, code: str) -> str:
+    """The statement after the magic's own options: `-n3 -r 2 x = f()` -> `x = f()`."""
+    with_value = _OPTIONS_WITH_VALUE.get(magic, frozenset())
+    code = code.lstrip()
     while code.startswith("-"):
-        parts = code.split(None, 2 if code[:2] in ("-n", "-r") else 1)
-        code = parts[-1] if len(parts) > 1 else ""
+        option, _, code = code.partition(" ")
+        if len(option) == 2 and option[1] in with_value:  # the value is the next word
+            _, _, code = code.lstrip().partition(" ")
+        code = code.lstrip()
     return code
 
 

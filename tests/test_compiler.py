@@ -451,3 +451,19 @@ def test_computed_parameter_defaults_carry_the_setup_code_they_read(tmp_path):
     assert spec["parameters_setup"] == (
         "import datetime\ndef day_before(d):\n    return d - datetime.timedelta(days=1)\n"
     )
+
+
+def test_timing_magics_with_options_are_analysed_after_their_options(tmp_path):
+    nb = make_notebook(
+        tmp_path / "timed.ipynb",
+        [
+            ("values = list(range(1000))\nscale = 3", ["task:load"]),
+            ("%timeit -n3 -r 1 total = sum(v * scale for v in values)", ["task:bench"]),
+            ("%prun -s cumulative -l 5 ranked = sorted(values)\nbest = ranked[-1]", ["task:rank"]),
+        ],
+    )
+    result = compile_notebook(nb)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    tasks = {t["name"]: t for t in result.spec["tasks"]}
+    assert tasks["bench"]["inputs"] == {"scale": "load", "values": "load"}
+    assert tasks["rank"]["inputs"] == {"values": "load"}
