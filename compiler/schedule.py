@@ -36,6 +36,10 @@ MISSED_POLICIES = ("run_once", "skip")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # A due time older than this when the scheduler sees it was missed (scheduler down or asleep).
 MISSED_AFTER = dt.timedelta(seconds=90)
+# A scheduler writes a heartbeat on each run it is running at most this often; a `running` row
+# from another host whose last beat is older than the window belongs to a scheduler that died.
+HEARTBEAT_EVERY = dt.timedelta(seconds=30)
+HEARTBEAT_WINDOW = dt.timedelta(minutes=5)
 
 
 class ScheduleError(ValueError):
@@ -330,12 +334,15 @@ class Scheduler:
         self.job = job or (lambda s, due: run_job(s, due, dask_scheduler=self.dask_scheduler))
         self.pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="kiln-job")
         self.running: dict[int, Future[Any]] = {}  # schedule id -> its run in this process
+        self.running_rows: dict[int, int] = {}  # schedule id -> that run's schedule_runs row
+        self.last_beat: dt.datetime | None = None
         self.host = socket.gethostname()
         self.stopping = threading.Event()
 
     def tick(self, now: dt.datetime | None = None) -> list[Action]:
         now = _aware(now or utcnow())
         self._forget_finished()
+        self._beat(now)
         actions: list[Action] = []
         for schedule in list_schedules(self.store):
             if schedule.paused or schedule.next_due_at > now:
@@ -353,13 +360,14 @@ class Scheduler:
         if missed and schedule.missed == "skip":
             reason = f"missed {len(dues)} due time(s) while the scheduler was not running"
             return [self._record_skip(schedule, latest, reason)]
-        if self._still_running(schedule):
+        if self._still_running(schedule, now):
             return [self._record_skip(schedule, latest, "the previous run is still running")]
         run_id = self._claim(schedule, latest)
         if run_id is None:
             return []
         future = self.pool.submit(self._execute, schedule, latest, run_id)
         self.running[schedule.id] = future
+        self.running_rows[schedule.id] = run_id
         reason = f"caught up after {len(dues)} missed due time(s)" if missed else ""
         return [Action(schedule.name, latest, "started", reason)]
 
@@ -381,13 +389,19 @@ class Scheduler:
 
         return self.store.write(work)
 
-    def _still_running(self, schedule: Schedule) -> bool:
+    def _still_running(self, schedule: Schedule, now: dt.datetime) -> bool:
         future = self.running.get(schedule.id)
         if future is not None and not future.done():
             return True
         with self.store.reading() as c:
             rows = c.execute(
-                select(schedule_runs.c.id, schedule_runs.c.host, schedule_runs.c.pid).where(
+                select(
+                    schedule_runs.c.id,
+                    schedule_runs.c.host,
+                    schedule_runs.c.pid,
+                    schedule_runs.c.started_at,
+                    schedule_runs.c.heartbeat_at,
+                ).where(
                     and_(
                         schedule_runs.c.schedule_id == schedule.id,
                         schedule_runs.c.status == "running",
@@ -397,12 +411,34 @@ class Scheduler:
         for row in rows:
             if row.host == self.host and row.pid == os.getpid():
                 continue  # ours, and finished (checked above): its row is being closed
-            if row.host != self.host or _pid_alive(row.pid):
-                return True
-            self._close_run(
-                row.id, {"status": "interrupted", "error": "the scheduler running it stopped"}
-            )
+            if row.host == self.host:
+                if _pid_alive(row.pid):
+                    return True
+                error = f"the scheduler running it (pid {row.pid}) stopped"
+            else:
+                beat = row.heartbeat_at or row.started_at
+                if beat is None or now - _aware(beat) <= HEARTBEAT_WINDOW:
+                    return True
+                error = (
+                    f"the scheduler running it on {row.host} sent no heartbeat since "
+                    f"{_aware(beat):%Y-%m-%d %H:%M:%S} UTC"
+                )
+            self._close_run(row.id, {"status": "interrupted", "error": error})
         return False
+
+    def _beat(self, now: dt.datetime) -> None:
+        """Say the runs this process is running are alive (read by schedulers on other hosts)."""
+        rows = [self.running_rows[k] for k, f in self.running.items() if not f.done()]
+        if not rows or (self.last_beat is not None and now - self.last_beat < HEARTBEAT_EVERY):
+            return
+        self.store.write(
+            lambda c: c.execute(
+                update(schedule_runs)
+                .where(schedule_runs.c.id.in_(rows), schedule_runs.c.status == "running")
+                .values(heartbeat_at=now)
+            )
+        )
+        self.last_beat = now
 
     def _claim(self, schedule: Schedule, due: dt.datetime) -> int | None:
         row = {
@@ -463,6 +499,7 @@ class Scheduler:
     def _forget_finished(self) -> None:
         for key in [k for k, f in self.running.items() if f.done()]:
             del self.running[key]
+            self.running_rows.pop(key, None)
 
     def serve(
         self, poll_seconds: float = 1.0, on_action: Callable[[Action], None] | None = None

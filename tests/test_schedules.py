@@ -166,6 +166,64 @@ def test_a_restarted_scheduler_does_not_run_a_due_time_twice(store, notebook):
     assert [r["status"] for r in schedule_run_rows(store, "hourly")] == ["succeeded"]
 
 
+def _running_row_from(store, schedule_name, host, started, heartbeat):
+    """A `running` row left by a scheduler on another machine."""
+    from sqlalchemy import insert
+
+    from compiler.lineage.schema import schedule_runs
+
+    schedule = get_schedule(store, schedule_name)
+    row = {
+        "schedule_id": schedule.id,
+        "due_at": started,
+        "status": "running",
+        "started_at": started,
+        "heartbeat_at": heartbeat,
+        "host": host,
+        "pid": 4242,
+    }
+    store.write(lambda c: c.execute(insert(schedule_runs).values(**row)))
+
+
+def test_a_run_left_running_by_a_dead_scheduler_on_another_host_stops_blocking(store, notebook):
+    add_schedule(store, "alive", notebook, "* * * * *", now=T0)
+    add_schedule(store, "dead", notebook, "* * * * *", now=T0)
+    # Another machine's scheduler: one still beating, one silent for an hour (it crashed).
+    _running_row_from(store, "alive", "worker-7", T0 - dt.timedelta(hours=1), T0)
+    _running_row_from(store, "dead", "worker-9", T0 - dt.timedelta(hours=1), None)
+    job = Job()
+    job.release.set()
+    scheduler = Scheduler(store, job=job)
+    actions = {a.schedule: a for a in scheduler.tick(T0 + dt.timedelta(seconds=31))}
+    scheduler.stop(wait=True)
+    assert actions["alive"].action == "skipped"
+    assert actions["alive"].reason == "the previous run is still running"
+    assert actions["dead"].action == "started"
+    dead_rows = schedule_run_rows(store, "dead")
+    assert [r["status"] for r in dead_rows] == ["succeeded", "interrupted"]
+    assert "on worker-9 sent no heartbeat since 2026-11-22 04:59:30" in dead_rows[1]["error"]
+
+
+def test_a_long_run_beats_so_other_hosts_see_it_alive(store, notebook):
+    add_schedule(store, "long", notebook, "0 * * * *", now=T0)
+    job = Job()
+    scheduler = Scheduler(store, job=job)
+    try:
+        scheduler.tick(T0 + dt.timedelta(seconds=31))
+        later = T0 + dt.timedelta(minutes=20)
+        scheduler.tick(later)
+        with store.reading() as c:
+            from sqlalchemy import select
+
+            from compiler.lineage.schema import schedule_runs
+
+            beat = c.execute(select(schedule_runs.c.heartbeat_at)).scalar_one()
+        assert beat.replace(tzinfo=dt.UTC) == later
+    finally:
+        job.release.set()
+        scheduler.stop(wait=True)
+
+
 @pytest.mark.parametrize("policy, expected", [("run_once", ["started"]), ("skip", ["skipped"])])
 def test_runs_missed_while_the_scheduler_was_down(store, notebook, policy, expected):
     add_schedule(store, "missed", notebook, "*/10 * * * *", missed=policy, now=T0)

@@ -200,6 +200,8 @@ schedule_runs = Table(
     Column("finished_at", TS),
     Column("host", String(255)),
     Column("pid", Integer),
+    # Written while the run goes on: another host tells a live run from a crashed scheduler's.
+    Column("heartbeat_at", TS),
     Column("error", Text),
     Column("output_notebook", String(1024)),
     Column("kiln_run_id", hex_id(32)),  # the lineage run it made (engine kiln)

@@ -27,7 +27,7 @@ ENV_URL = "KILN_LINEAGE_DB"
 DEFAULT_DB = Path(".kiln") / "lineage.db"
 # The newest migration; a test checks it against the migrations folder. Comparing with a
 # constant spares every `kiln` command the cost of loading Alembic's script directory.
-HEAD_REVISION = "0002_schedules"
+HEAD_REVISION = "0003_schedule_heartbeats"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Any fixed number: serializes concurrent first-time migrations on PostgreSQL.
