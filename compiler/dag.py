@@ -268,11 +268,17 @@ def parameter_defs(analysis: CellAnalysis) -> tuple[list[ParameterDef], list[Dia
 # --- 4. resolution: inputs, parameters, setup, edges ---------------------------------------------
 
 
-def _setup_statements(units: list[_Unit]) -> dict[int, list[SetupStatement]]:
-    """Setup statements by the index of their unit, each with the names it reads."""
+def _setup_statements(
+    units: list[_Unit], param_names: frozenset[str] = frozenset()
+) -> dict[int, list[SetupStatement]]:
+    """Setup statements by the index of their unit, each with the names it reads.
+
+    A parameters cell contributes the statements that bind something other than parameters
+    (`import datetime`, `low, high = 0, 10`, a helper `def`): the kernel runs that cell, so
+    what it binds is there for later cells, as in papermill."""
     out: dict[int, list[SetupStatement]] = {}
     for i, unit in enumerate(units):
-        if unit.kind != "setup":
+        if unit.kind not in ("setup", "parameters"):
             continue
         analysis = unit.cells[0]
         by_stmt: dict[int, list[NameEvent]] = {}
@@ -282,6 +288,7 @@ def _setup_statements(units: list[_Unit]) -> dict[int, list[SetupStatement]]:
         out[i] = [
             SetupStatement(analysis.cell, stmt, tuple(by_stmt.get(j, ())))
             for j, stmt in enumerate(analysis.statements)
+            if unit.kind == "setup" or (stmt.defs and not set(stmt.defs) & param_names)
         ]
     return out
 
@@ -289,20 +296,20 @@ def _setup_statements(units: list[_Unit]) -> dict[int, list[SetupStatement]]:
 def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
     """Walk the notebook in order, binding names; each task's reads meet their latest binding."""
     diagnostics: list[Diagnostic] = []
-    param_names = {p.name for p in params}
-    setup_by_unit = _setup_statements(units)
+    param_names = frozenset(p.name for p in params)
+    setup_by_unit = _setup_statements(units, param_names)
     # name -> ("task", task) | ("param", None) | ("setup", SetupStatement)
     bindings: dict[str, tuple[str, Any]] = {}
 
     for i, unit in enumerate(units):
-        if unit.kind == "setup":
+        if unit.kind in ("setup", "parameters"):
             for st in setup_by_unit[i]:
                 for name in st.statement.defs:
                     bindings[name] = ("setup", st)
-        elif unit.kind == "parameters":
-            for ev in unit.cells[0].events:
-                if ev.kind == "def" and ev.name in param_names:
-                    bindings[ev.name] = ("param", None)
+            if unit.kind == "parameters":
+                for ev in unit.cells[0].events:
+                    if ev.kind == "def" and ev.name in param_names:
+                        bindings[ev.name] = ("param", None)
         else:
             task = unit.task
             assert task is not None

@@ -467,3 +467,23 @@ def test_timing_magics_with_options_are_analysed_after_their_options(tmp_path):
     tasks = {t["name"]: t for t in result.spec["tasks"]}
     assert tasks["bench"]["inputs"] == {"scale": "load", "values": "load"}
     assert tasks["rank"]["inputs"] == {"values": "load"}
+
+
+def test_what_a_parameters_cell_binds_besides_parameters_is_there_for_later_tasks(tmp_path):
+    nb = make_notebook(
+        tmp_path / "p.ipynb",
+        [
+            (
+                "import datetime\nrun_date = '2026-01-01'\nlow, high = 0, 10\nprint('loaded')",
+                ["parameters"],
+            ),
+            ("day = datetime.date.fromisoformat(run_date)\nspan = high - low", ["task:a"]),
+        ],
+    )
+    result = compile_notebook(nb)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    assert result.spec["parameters"] == {"run_date": "2026-01-01"}
+    [task] = result.spec["tasks"]
+    assert task["parameters"] == ["run_date"]
+    # The import and the tuple run as the task's setup; the print and the parameter do not.
+    assert task["setup"] == "import datetime\nlow, high = 0, 10\n"
