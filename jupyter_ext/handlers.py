@@ -131,6 +131,14 @@ class KilnHandler(APIHandler):
         except _lineage_errors() as exc:
             raise tornado.web.HTTPError(400, str(exc)) from exc
 
+    async def open_notebook_store(
+        self, full: Path, *, create: bool = False, url: str | None = None
+    ) -> Any:
+        """`notebook_store` off the event loop: opening a store checks its schema (and may create
+        or upgrade it), a round trip to the database that must not stall other requests."""
+        url = url or self.get_query_argument("lineage_db", None) or None
+        return await asyncio.to_thread(self.notebook_store, full, create=create, url=url)
+
 
 def query_int(handler: KilnHandler, name: str, default: int, low: int, high: int) -> int:
     raw = handler.get_query_argument(name, None)
@@ -311,7 +319,7 @@ class LineageHandler(KilnHandler):
         full = self.notebook_file(self.get_query_argument("path", None))
         task = self.get_query_argument("task", None) or None
         limit = query_int(self, "limit", 10, 1, 50)
-        store = self.notebook_store(full)
+        store = await self.open_notebook_store(full)
         try:
             runs = (
                 []
@@ -343,7 +351,7 @@ class OutputsHandler(KilnHandler):
         schedule = optional_str(body, "schedule")
         if (run_id is None) == (schedule is None):
             raise tornado.web.HTTPError(400, "name either 'run_id' or 'schedule' and 'run'")
-        store = self.notebook_store(full, url=url)
+        store = await self.open_notebook_store(full, url=url)
         if store is None:
             raise tornado.web.HTTPError(404, "no run of this notebook was recorded")
         if run_id is not None:
@@ -467,7 +475,7 @@ class SchedulesHandler(ScheduleBase):
         from compiler.schedule import list_schedules
 
         full = self.notebook_file(self.get_query_argument("path", None))
-        store = self.notebook_store(full)
+        store = await self.open_notebook_store(full)
         schedules: list[dict[str, Any]] = []
         scheduler = {"enabled": self.scheduler.enabled, "serving": False}
         if store is not None:
@@ -506,7 +514,9 @@ class SchedulesHandler(ScheduleBase):
         result = await compile_in_thread(full)
         if result.ok and result.spec is not None:
             check_against_spec(result.spec, parameters)
-        store = self.notebook_store(full, create=True, url=optional_str(body, "lineage_db"))
+        store = await self.open_notebook_store(
+            full, create=True, url=optional_str(body, "lineage_db")
+        )
 
         def create() -> Any:
             try:
