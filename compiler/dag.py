@@ -313,7 +313,8 @@ def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
         else:
             task = unit.task
             assert task is not None
-            _resolve_task(task, bindings, setup_by_unit, diagnostics)
+            earlier = {k: stmts for k, stmts in setup_by_unit.items() if k < i}
+            _resolve_task(task, bindings, earlier, setup_by_unit, diagnostics)
             for name in task.binds:
                 bindings[name] = ("task", task)
     return diagnostics
@@ -344,14 +345,15 @@ def parameters_setup(units: list[_Unit]) -> str:
 def _resolve_task(
     task: Task,
     bindings: dict[str, tuple[str, Any]],
+    earlier_setup: dict[int, list[SetupStatement]],
     setup_by_unit: dict[int, list[SetupStatement]],
     diagnostics: list[Diagnostic],
 ) -> None:
     needed_setup: dict[int, SetupStatement] = {}
     pending: list[NameEvent] = list(task.reads.values())
     # Setup statements with no bindings (np.random.seed(0), %matplotlib inline, warnings...)
-    # configure every task.
-    for stmts in setup_by_unit.values():
+    # configure every task after them, as they do when the notebook runs top to bottom.
+    for stmts in earlier_setup.values():
         for st in stmts:
             if not st.statement.defs:
                 needed_setup[id(st)] = st

@@ -487,3 +487,19 @@ def test_what_a_parameters_cell_binds_besides_parameters_is_there_for_later_task
     assert task["parameters"] == ["run_date"]
     # The import and the tuple run as the task's setup; the print and the parameter do not.
     assert task["setup"] == "import datetime\nlow, high = 0, 10\n"
+
+
+def test_a_setup_cell_configures_only_the_tasks_after_it(tmp_path):
+    nb = make_notebook(
+        tmp_path / "seeded.ipynb",
+        [
+            ("import numpy as np", ["setup"]),
+            ("before = np.random.rand(3)", ["task:before"]),
+            ("np.random.seed(0)", ["setup"]),
+            ("after = np.random.rand(3)", ["task:after"]),
+        ],
+    )
+    tasks = {t["name"]: t for t in compile_notebook(nb).spec["tasks"]}
+    # As when the notebook runs top to bottom: the seed is set after `before` ran.
+    assert tasks["before"]["setup"] == "import numpy as np\n"
+    assert tasks["after"]["setup"] == "import numpy as np\nnp.random.seed(0)\n"
