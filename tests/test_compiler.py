@@ -503,3 +503,24 @@ def test_a_setup_cell_configures_only_the_tasks_after_it(tmp_path):
     # As when the notebook runs top to bottom: the seed is set after `before` ran.
     assert tasks["before"]["setup"] == "import numpy as np\n"
     assert tasks["after"]["setup"] == "import numpy as np\nnp.random.seed(0)\n"
+
+
+def test_a_setup_function_may_read_a_global_that_the_calling_task_binds(tmp_path):
+    nb = make_notebook(
+        tmp_path / "helpers.ipynb",
+        [
+            ("def summarize():\n    return len(frame)", ["setup"]),
+            ("frame = [1, 2, 3]\nn = summarize()", ["task:a"]),
+            ("m = summarize()", ["task:b"]),  # reads a's frame through the function
+        ],
+    )
+    result = compile_notebook(nb)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    tasks = {t["name"]: t for t in result.spec["tasks"]}
+    assert tasks["a"]["inputs"] == {}
+    assert tasks["b"]["inputs"] == {"frame": "a"}
+
+    lone = make_notebook(
+        tmp_path / "lone.ipynb", [("def f():\n    return g\n", ["setup"]), ("x = f()", ["task:t"])]
+    )
+    assert [d.code for d in compile_notebook(lone).diagnostics] == ["undefined-name"]
