@@ -213,11 +213,27 @@ def _without_display_only_lines(python: str) -> str:
         return python
     lines = python.splitlines()
     for stmt in reversed(tree.body):
-        if isinstance(stmt, ast.Expr) and _display_only(stmt.value):
-            first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
-            indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
-            shown = " ".join(line.strip() for line in lines[first : last + 1])
-            lines[first : last + 1] = [f"{indent}# shown in the notebook: {shown}"]
+        if not (isinstance(stmt, ast.Expr) and _display_only(stmt.value)):
+            continue
+        first, last = stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1
+        shares_a_line = any(
+            other is not stmt and other.lineno - 1 <= last and (other.end_lineno or 0) - 1 >= first
+            for other in tree.body
+        )
+        if shares_a_line:
+            # `a = 1; a`: drop only the shown expression, keep what shares its line.
+            if first != last or stmt.end_col_offset is None:
+                continue
+            line = lines[first]
+            before = line[: stmt.col_offset].rstrip().rstrip(";").rstrip()
+            after = line[stmt.end_col_offset :].lstrip().lstrip(";").lstrip()
+            shown = line[stmt.col_offset : stmt.end_col_offset]
+            kept = "; ".join(part for part in (before, after) if part)
+            lines[first] = f"{kept}  # shown in the notebook: {shown}"
+            continue
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        shown = " ".join(line.strip() for line in lines[first : last + 1])
+        lines[first : last + 1] = [f"{indent}# shown in the notebook: {shown}"]
     return "\n".join(lines)
 
 

@@ -192,3 +192,16 @@ def test_kiln_run_from_the_shell_exits_with_the_runs_status_and_all_its_output(t
     assert failed.returncode == 1
     assert failed.stdout.rstrip().splitlines()[-2].endswith(": failed")
     assert "ZeroDivisionError" in failed.stderr
+
+
+def test_a_shown_value_sharing_its_line_keeps_the_statements_beside_it(tmp_path):
+    nb = make_notebook(
+        tmp_path / "semicolons.ipynb",
+        [("a = 1; a", ["task:first"]), ("b = a + 1; b; c = b * 2\nc", ["task:second"])],
+    )
+    out = tmp_path / "build"
+    assert kiln("compile", str(nb), "-o", str(out)).returncode == 0
+    namespace: dict = {}
+    exec((out / "tasks.py").read_text(), namespace)
+    assert namespace["task_first"]() == {"a": 1}  # `a = 1` survived, `a` alone did not
+    assert namespace["task_second"](1) == {}
