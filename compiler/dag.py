@@ -486,6 +486,28 @@ def _find_cycle(remaining: set[str], by_name: dict[str, Task]) -> list[str]:
 # --- 5. datasets and hazards -------------------------------------------------------------------
 
 
+def setup_hazards(units: list[_Unit]) -> list[Diagnostic]:
+    """Hazards in setup and parameters cells, once per cell: their code runs ahead of the
+    tasks that use it, so `input()` or `%pip install` there stalls or changes every one."""
+    diagnostics: list[Diagnostic] = []
+    for unit in units:
+        if unit.kind not in ("setup", "parameters"):
+            continue
+        for analysis in unit.cells:
+            for h in analysis.io.hazards:
+                diagnostics.append(
+                    _diag(
+                        "warning",
+                        h.kind,
+                        f"{unit.kind} cell (runs before the tasks that use it): {h.message}",
+                        analysis.cell,
+                        h.line,
+                        h.col,
+                    )
+                )
+    return diagnostics
+
+
 def task_datasets_and_hazards(task: Task) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     reads: list[str] = []
@@ -618,6 +640,7 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
         ordered = tasks
     for task in ordered:
         diagnostics += task_datasets_and_hazards(task)
+    diagnostics += setup_hazards(units)
     version = assign_versions(ordered, params)
     return Pipeline(
         notebook.name,

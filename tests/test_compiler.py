@@ -524,3 +524,22 @@ def test_a_setup_function_may_read_a_global_that_the_calling_task_binds(tmp_path
         tmp_path / "lone.ipynb", [("def f():\n    return g\n", ["setup"]), ("x = f()", ["task:t"])]
     )
     assert [d.code for d in compile_notebook(lone).diagnostics] == ["undefined-name"]
+
+
+def test_hazards_in_setup_cells_are_reported_once_at_the_cell(tmp_path):
+    nb = make_notebook(
+        tmp_path / "setup_hazards.ipynb",
+        [
+            ("%pip install lightgbm\nimport json", ["setup"]),
+            ("token = input('token?')", ["parameters"]),
+            ("a = json.dumps([1])", ["task:a"]),
+            ("b = json.dumps([2])", ["task:b"]),
+        ],
+    )
+    found = [
+        (d.code, d.cell_index, d.line)
+        for d in compile_notebook(nb).diagnostics
+        if d.severity == "warning"
+    ]
+    assert ("pip-install", 0, 1) in found and ("input", 1, 1) in found
+    assert sum(code == "pip-install" for code, _, _ in found) == 1  # not once per task
