@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nbformat
+
 from . import __version__
 from .api import CompileResult
 from .emit import spec_json
@@ -130,7 +132,11 @@ def export_bundle(
             RUN_PY.format(name=spec["name"], version=spec["version"]), encoding="utf-8"
         )
         os.chmod(staging / "run.py", 0o755)
-        shutil.copyfile(notebook_path, staging / spec["notebook"]["file"])
+        # The notebook as it was compiled, not as it is on disk now (it may have been saved
+        # since): the snapshot is the code the spec describes.
+        (staging / spec["notebook"]["file"]).write_text(
+            nbformat.writes(result.pipeline.notebook.node), encoding="utf-8"
+        )
         for source in modules.values():  # helpers the tasks import travel with them
             if source.is_dir():
                 shutil.copytree(source, staging / source.name, ignore=_NOT_SOURCE)

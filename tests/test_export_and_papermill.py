@@ -179,6 +179,21 @@ def test_a_bundle_runs_against_a_working_folder_that_holds_the_data(
     assert {t["status"] for t in json.loads(again.stdout)["tasks"]} == {"cached"}
 
 
+def test_the_bundle_snapshot_is_the_notebook_that_was_compiled(tmp_path: Path):
+    from compiler.api import compile_notebook
+    from compiler.export import export_bundle
+    from tests.nbutil import make_notebook
+
+    notebook = make_notebook(tmp_path / "report.ipynb", [("total = 1 + 1", ["task:add"])])
+    compiled = compile_notebook(notebook)
+    # Saved again between compiling and exporting (JupyterLab's autosave, a colleague's push).
+    make_notebook(notebook, [("total = 40 + 2", ["task:add"])])
+    exported = export_bundle(compiled, notebook)
+    snapshot = nbformat.read(exported.path / "report.ipynb", as_version=4)
+    assert snapshot.cells[0].source == "total = 1 + 1"
+    assert compile_notebook(exported.path / "report.ipynb").spec["version"] == exported.version
+
+
 def test_papermill_cli_with_the_kiln_engine(project: Path):
     proc = sh(
         str(BIN / "papermill"),
