@@ -49,16 +49,29 @@ def parse_notebook_text(text: str, label: str = "<notebook>") -> Any:
         raise NotebookLoadError(
             f"{label}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno}"
         ) from exc
-    if not isinstance(raw, dict) or "cells" not in raw:
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
+        # (nbformat 3 keeps its cells in "worksheets"; they are converted below.)
         raise NotebookLoadError(f"{label}: not a notebook: no 'cells' list")
     try:
         node = nbformat.from_dict(raw)
         if int(node.get("nbformat", 4)) != 4:
             node = nbformat.convert(node, 4)
+            for cell in node.cells:  # the converter makes up random ids
+                cell.pop("id", None)
         if any("id" not in cell for cell in node.get("cells", [])):
-            # Notebooks from before nbformat 4.5 lack cell ids; normalize adds them.
-            _, normalized = nbformat.validator.normalize(node)
-            node = nbformat.from_dict(normalized)
+            # Notebooks from before nbformat 4.5 lack cell ids. nbformat would add random ones;
+            # ids from the position keep the spec, its digest and the lineage the same on every
+            # read of the same file.
+            taken = {cell["id"] for cell in node.cells if "id" in cell}
+            for index, cell in enumerate(node.cells):
+                if "id" not in cell:
+                    cell["id"] = next(
+                        candidate
+                        for candidate in (f"cell-{index}", *(f"cell-{index}-{n}" for n in range(9)))
+                        if candidate not in taken
+                    )
+                    taken.add(cell["id"])
+            node["nbformat_minor"] = max(int(node.get("nbformat_minor", 0)), 5)
         nbformat.validate(node)
     except nbformat.ValidationError as exc:
         raise NotebookLoadError(f"{label}: not a valid notebook: {exc.message}") from exc

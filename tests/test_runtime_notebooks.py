@@ -233,3 +233,25 @@ def test_editing_a_helper_module_beside_the_notebook_reruns_the_tasks_that_impor
     code, summary, _ = _kiln_run(capsys, notebook, *scheduler)
     assert _statuses(summary) == {"scaled": "cached", "offset": "done", "plain": "cached"}
     assert _by_task(summary["output_notebook"])["offset"] == "offset 5\n"
+
+
+def test_an_nbformat_3_notebook_runs_like_any_other(tmp_path, capsys, dask_scheduler_address):
+    from nbformat import v3
+
+    old = v3.new_notebook(
+        worksheets=[
+            v3.new_worksheet(
+                cells=[
+                    v3.new_code_cell(input="values = [1, 2, 3]", metadata={"tags": ["task:load"]}),
+                    v3.new_code_cell(input="print(sum(values))", metadata={"tags": ["task:total"]}),
+                ]
+            )
+        ]
+    )
+    path = tmp_path / "old.ipynb"
+    path.write_text(nbformat.writes(old, version=3))
+    code, summary, err = _kiln_run(capsys, path, "--scheduler", dask_scheduler_address)
+    assert code == 0, err
+    assert _by_task(summary["output_notebook"])["total"] == "6\n"
+    again = _kiln_run(capsys, path, "--scheduler", dask_scheduler_address)[1]
+    assert set(_statuses(again).values()) == {"cached"}  # the same spec on every read

@@ -131,6 +131,8 @@ def read_notebook_json(path: Path) -> dict[str, Any]:
         import nbformat
 
         nb = json.loads(nbformat.writes(nbformat.read(str(path), as_version=4)))
+        for index, cell in enumerate(nb.get("cells", [])):
+            cell["id"] = f"cell-{index}"  # as the compiler names them (not the converter's)
     return dict(nb)
 
 
