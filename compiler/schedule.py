@@ -28,11 +28,11 @@ from sqlalchemy.exc import IntegrityError
 
 from .lineage.schema import schedule_runs, schedules
 from .lineage.store import LineageStore
+from .schedule_options import ENGINES as ENGINES
+from .schedule_options import MISSED_POLICIES as MISSED_POLICIES
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("kiln", "papermill")
-MISSED_POLICIES = ("run_once", "skip")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # A due time older than this when the scheduler sees it was missed (scheduler down or asleep).
 MISSED_AFTER = dt.timedelta(seconds=90)

@@ -13,21 +13,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .lineage.store import LineageStore, LineageStoreError, find_default_db, open_store
-from .schedule import (
-    ENGINES,
-    MISSED_POLICIES,
-    Action,
-    ScheduleError,
-    Scheduler,
-    add_schedule,
-    list_schedules,
-    remove_schedule,
-    schedule_run_rows,
-    set_paused,
-)
+from .schedule_options import ENGINES, MISSED_POLICIES
+
+if TYPE_CHECKING:
+    from .lineage.store import LineageStore
+    from .schedule import Action
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -35,6 +27,8 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 def _parameters(notebook: str, pairs: list[list[str]] | None) -> dict[str, Any]:
     """`-p NAME VALUE` typed like `kiln run -p`: each value like its default in the notebook's
     parameters cell (so '1.10' stays a str where the default is a str)."""
+    from .schedule import ScheduleError
+
     if not pairs:
         return {}
     from .api import compile_notebook
@@ -55,6 +49,8 @@ def _parameters(notebook: str, pairs: list[list[str]] | None) -> dict[str, Any]:
 
 
 def _open(args: argparse.Namespace, notebook: str | None = None) -> LineageStore:
+    from .lineage.store import find_default_db, open_store
+
     if args.lineage_db:
         return open_store(args.lineage_db)
     if notebook is not None:
@@ -70,6 +66,8 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    from .schedule import add_schedule
+
     with _open(args, args.notebook) as store:
         name = args.name or Path(args.notebook).stem
         schedule = add_schedule(
@@ -92,6 +90,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from .schedule import list_schedules
+
     with _open(args) as store:
         items = list_schedules(store)
     rows = [("name", "cron", "tz", "engine", "state", "next run (UTC)", "notebook")]
@@ -112,6 +112,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace, paused: bool) -> int:
+    from .schedule import set_paused
+
     with _open(args) as store:
         schedule = set_paused(store, args.name, paused)
     _print(
@@ -121,6 +123,8 @@ def cmd_pause(args: argparse.Namespace, paused: bool) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
+    from .schedule import remove_schedule
+
     with _open(args) as store:
         remove_schedule(store, args.name)
     _print(args, {"removed": args.name}, f"schedule {args.name} removed")
@@ -128,6 +132,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from .schedule import schedule_run_rows
+
     with _open(args) as store:
         rows = schedule_run_rows(store, args.name, limit=args.limit)
     table = [("schedule", "due (UTC)", "status", "run", "output notebook / reason")]
@@ -147,6 +153,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    from .schedule import Scheduler
+
     store = _open(args)
     print(
         f"kiln scheduler: {store.url}; polling every {args.poll:g} s (Ctrl-C stops)",
@@ -194,6 +202,9 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
 
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from .lineage.store import LineageStoreError
+        from .schedule import ScheduleError
+
         try:
             return int(func(args))
         except ScheduleError as exc:

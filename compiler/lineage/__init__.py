@@ -16,11 +16,36 @@ Modules: `schema` (tables), `store` (engine, migrations, transactions), `recorde
 (the `kiln runs|show|lineage|diff|rerun` subcommands).
 """
 
-from .liveness import mark_interrupted
-from .queries import AmbiguousTarget, LineageNotFound, diff_runs, lineage, list_runs, show_run
-from .recorder import RunRecorder
-from .rerun import RerunRefused, RerunReport, rerun
-from .store import ENV_URL, LineageStore, LineageStoreError, open_store, resolve_url
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .liveness import mark_interrupted
+    from .queries import AmbiguousTarget, LineageNotFound, diff_runs, lineage, list_runs, show_run
+    from .recorder import RunRecorder
+    from .rerun import RerunRefused, RerunReport, rerun
+    from .store import ENV_URL, LineageStore, LineageStoreError, open_store, resolve_url
+
+# Names are imported on first use: `kiln check` and the other commands that never touch a store
+# must not pay for SQLAlchemy (a tenth of a second) just because the CLI lists `kiln runs`.
+_WHERE = {
+    "mark_interrupted": ".liveness",
+    "AmbiguousTarget": ".queries",
+    "LineageNotFound": ".queries",
+    "diff_runs": ".queries",
+    "lineage": ".queries",
+    "list_runs": ".queries",
+    "show_run": ".queries",
+    "RunRecorder": ".recorder",
+    "RerunRefused": ".rerun",
+    "RerunReport": ".rerun",
+    "rerun": ".rerun",
+    "ENV_URL": ".defaults",
+    "LineageStore": ".store",
+    "LineageStoreError": ".store",
+    "open_store": ".store",
+    "resolve_url": ".store",
+}
 
 __all__ = [
     "ENV_URL",
@@ -40,3 +65,9 @@ __all__ = [
     "resolve_url",
     "show_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)

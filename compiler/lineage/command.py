@@ -14,12 +14,12 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .liveness import mark_interrupted
-from .queries import AmbiguousTarget, LineageNotFound, diff_runs, lineage, list_runs, show_run
-from .rerun import RerunRefused, rerun
-from .store import ENV_URL, LineageStore, LineageStoreError, find_default_db, open_store
+from .defaults import ENV_URL
+
+if TYPE_CHECKING:
+    from .store import LineageStore
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 SHORT = 12  # hex digits shown for digests and versions
@@ -76,6 +76,10 @@ def _common(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace]
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from .queries import AmbiguousTarget, LineageNotFound
+    from .rerun import RerunRefused
+    from .store import LineageStoreError
+
     try:
         return func(args)
     except (LineageNotFound, NoStore, RerunRefused) as exc:
@@ -93,6 +97,8 @@ def _message(exc: BaseException) -> str:
 def _open(args: argparse.Namespace, near: str | Path | None = None) -> LineageStore:
     """The store named on the command line or in the environment, else the nearest
     `.kiln/lineage.db` from `near` (or the current folder) upwards. Never creates one."""
+    from .store import find_default_db, open_store
+
     url = args.lineage_db or os.environ.get(ENV_URL)
     if url:
         return open_store(url)
@@ -110,6 +116,8 @@ def _open(args: argparse.Namespace, near: str | Path | None = None) -> LineageSt
 
 def _mark_interrupted(store: LineageStore) -> None:
     """So that a crashed run is not shown as running; a store we may only read stays as is."""
+    from .liveness import mark_interrupted
+
     try:
         mark_interrupted(store)
     except Exception:
@@ -124,6 +132,8 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from .queries import list_runs
+
     try:
         store = _open(args, args.notebook)
     except NoStore:
@@ -162,6 +172,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from .queries import show_run
+
     with _open(args) as store:
         _mark_interrupted(store)
         run = show_run(store, args.run)
@@ -250,6 +262,8 @@ def render_run(run: Mapping[str, Any]) -> str:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
+    from .queries import lineage
+
     near = Path(args.target) if not args.lineage_db else None
     if near is not None and "@" in args.target:
         near = None
@@ -347,6 +361,8 @@ def _tree_lines(
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from .queries import diff_runs
+
     with _open(args) as store:
         diff = diff_runs(store, args.run_a, args.run_b)
     if args.json:
@@ -394,6 +410,8 @@ def render_diff(diff: Mapping[str, Any]) -> str:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    from .rerun import rerun
+
     with _open(args) as store:
         progress = None if args.json else _progress
         report = rerun(

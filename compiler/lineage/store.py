@@ -23,8 +23,9 @@ from sqlalchemy import Engine, Table, create_engine, event, insert, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-ENV_URL = "KILN_LINEAGE_DB"
-DEFAULT_DB = Path(".kiln") / "lineage.db"
+from .defaults import DEFAULT_DB as DEFAULT_DB
+from .defaults import ENV_URL as ENV_URL
+
 # The newest migration; a test checks it against the migrations folder. Comparing with a
 # constant spares every `kiln` command the cost of loading Alembic's script directory.
 HEAD_REVISION = "0003_schedule_heartbeats"

@@ -19,7 +19,6 @@ from typing import Any, TextIO
 from .cluster import ResourceUnavailable, format_bytes
 from .parameters import coerce_parameters
 from .results import RunResult
-from .runner import run_pipeline
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_STARTED = 0, 1, 2
 
@@ -195,6 +194,8 @@ def _print_failures(result: RunResult, stream: TextIO) -> None:
 
 def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path: Any) -> int:
     """Run a compiled spec as `kiln run` does; returns the exit code."""
+    from .runner import run_pipeline  # here: `kiln --help` and `kiln check` never run anything
+
     try:
         params = coerce_parameters(spec, dict(args.parameters or []))
     except ValueError as exc:
