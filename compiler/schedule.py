@@ -46,6 +46,11 @@ class ScheduleError(ValueError):
     """Bad schedule input: the message says what to fix."""
 
 
+class ScheduleExists(ScheduleError):
+    """A schedule of that name is already in the database (the insert itself says so, so two
+    clients adding the same name at once cannot both succeed)."""
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -190,7 +195,7 @@ def add_schedule(
     try:
         store.write(lambda c: c.execute(insert(schedules).values(**row)))
     except IntegrityError as exc:
-        raise ScheduleError(f"a schedule named {name!r} already exists") from exc
+        raise ScheduleExists(f"a schedule named {name!r} already exists") from exc
     return get_schedule(store, name)
 
 

@@ -495,7 +495,7 @@ class SchedulesHandler(ScheduleBase):
     @tornado.web.authenticated
     @authorized("execute")
     async def post(self) -> None:
-        from compiler.schedule import ScheduleError, add_schedule, get_schedule
+        from compiler.schedule import ScheduleError, ScheduleExists, add_schedule
 
         body = self.json_body()
         full = self.notebook_file(body.get("path"))
@@ -520,13 +520,9 @@ class SchedulesHandler(ScheduleBase):
 
         def create() -> Any:
             try:
-                get_schedule(store, name)
-            except ScheduleError:
-                pass
-            else:
-                raise tornado.web.HTTPError(409, f"a schedule named {name!r} already exists")
-            try:
                 schedule = add_schedule(store, name, full, cron, parameters=parameters, **options)
+            except ScheduleExists as exc:
+                raise tornado.web.HTTPError(409, str(exc)) from exc
             except ScheduleError as exc:
                 raise tornado.web.HTTPError(400, str(exc)) from exc
             return self.schedule_view(store, schedule)

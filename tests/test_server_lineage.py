@@ -260,6 +260,25 @@ def test_schedule_name_defaults_to_the_notebook_and_is_unique(kiln, root):
     assert code == 409 and "already exists" in answer["message"]
 
 
+def test_two_clients_adding_the_same_schedule_at_once_get_201_and_409(kiln, root):
+    flow_notebook(root)
+    body = json.dumps({"path": "work/flow.ipynb", "name": "twice", "cron": "0 * * * *"})
+
+    async def post() -> int:
+        response = await kiln.fetch(
+            "kiln", "schedules", method="POST", body=body, raise_error=False
+        )
+        return int(response.code)
+
+    async def both() -> list[int]:
+        return list(await asyncio.gather(post(), post()))
+
+    assert sorted(kiln.run(both())) == [201, 409]
+    assert [s["name"] for s in kiln.get("schedules", path="work/flow.ipynb")["schedules"]] == [
+        "twice"
+    ]
+
+
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
