@@ -14,8 +14,9 @@ compiler (`compiler.api`) or the runtime (through `RunManager`), and answers JSO
                                                               -> {path}: an openable notebook
     POST /kiln/export         {"path": P}                     -> {path, name, version, created}
     GET  /kiln/schedules?path=P                               -> {schedules: [...], scheduler}
-    POST /kiln/schedules      {"path": P, "name", "cron", "timezone", "parameters", "engine",
-                               "missed"}                      -> 201 the schedule
+    POST /kiln/schedules      {"path": P, "name", "cron", "timezone", "parameters" (typed) or
+                               "parameter_texts" (as typed in a form), "engine", "missed"}
+                                                              -> 201 the schedule
     POST /kiln/schedules/<name>/(pause|resume)?path=P         -> the schedule
     DELETE /kiln/schedules/<name>?path=P                      -> 204
     GET  /kiln/schedules/<name>/runs?path=P[&limit=N]         -> {runs: [...]} newest first
@@ -495,6 +496,7 @@ class SchedulesHandler(ScheduleBase):
     @tornado.web.authenticated
     @authorized("execute")
     async def post(self) -> None:
+        from compiler.runtime.parameters import coerce_parameters
         from compiler.schedule import ScheduleError, ScheduleExists, add_schedule
 
         body = self.json_body()
@@ -506,12 +508,26 @@ class SchedulesHandler(ScheduleBase):
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise tornado.web.HTTPError(400, "'parameters' must be an object of name -> value")
+        # Values as typed in a form: read like `kiln schedule add -p` reads them (the default's
+        # type, else YAML), by the same library function.
+        texts = body.get("parameter_texts") or {}
+        if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
+            raise tornado.web.HTTPError(400, "'parameter_texts' must be an object of name -> text")
         options = {
             key: value
             for key in ("timezone", "engine", "missed")
             if (value := optional_str(body, key)) is not None
         }
         result = await compile_in_thread(full)
+        if texts:
+            if not result.ok or result.spec is None:
+                raise tornado.web.HTTPError(
+                    400, "the notebook has errors: fix them before giving parameter values"
+                )
+            try:
+                parameters = {**parameters, **coerce_parameters(result.spec, texts)}
+            except ValueError as exc:
+                raise tornado.web.HTTPError(400, str(exc)) from exc
         if result.ok and result.spec is not None:
             check_against_spec(result.spec, parameters)
         store = await self.open_notebook_store(

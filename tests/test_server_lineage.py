@@ -260,6 +260,32 @@ def test_schedule_name_defaults_to_the_notebook_and_is_unique(kiln, root):
     assert code == 409 and "already exists" in answer["message"]
 
 
+def test_parameter_values_typed_in_the_panel_are_read_like_the_cli_reads_them(kiln, root):
+    make_notebook(
+        root / "typed.ipynb",
+        [("factor = 2\nlabel = 'v1'\nlimits = [1, 2]", ["parameters"]), ("y = factor", ["task:a"])],
+    )
+    texts = {"factor": "3", "label": "1.10", "limits": "[5, 6]"}
+    code, created = kiln.post(
+        "schedules", {"path": "typed.ipynb", "cron": "0 6 * * *", "parameter_texts": texts}
+    )
+    assert code == 201
+    # The default's type (int, str), else YAML: "1.10" stays text, as with `-p label 1.10`.
+    assert created["parameters"] == {"factor": 3, "label": "1.10", "limits": [5, 6]}
+    for texts, fragment in (
+        ({"factor": "three"}, "is an int"),
+        ({"rate": "0.5"}, "unknown parameter 'rate'"),
+    ):
+        code, answer = kiln.refused(
+            "schedules",
+            method="POST",
+            body=json.dumps(
+                {"path": "typed.ipynb", "name": "x", "cron": "0 6 * * *", "parameter_texts": texts}
+            ),
+        )
+        assert code == 400 and fragment in answer["message"], answer
+
+
 def test_two_clients_adding_the_same_schedule_at_once_get_201_and_409(kiln, root):
     flow_notebook(root)
     body = json.dumps({"path": "work/flow.ipynb", "name": "twice", "cron": "0 * * * *"})

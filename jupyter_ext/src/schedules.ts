@@ -7,9 +7,12 @@ import { ISchedule, ISchedulesAnswer, IScheduleRun } from './types';
 
 const POLL_MS = 3000;
 
-/** "n=3, name=x" lines → parameter values (JSON where it parses: 3, 0.5, true, "x"). */
-export function parseParameters(text: string): { [name: string]: unknown } {
-  const parameters: { [name: string]: unknown } = {};
+/**
+ * "n=3, name=x" pieces → the text of each value. The server reads them as `kiln schedule add -p`
+ * does (the default's type, else YAML), so "1.10" stays text where the default is text.
+ */
+export function parseParameters(text: string): { [name: string]: string } {
+  const parameters: { [name: string]: string } = {};
   for (const piece of text.split(/[\n,]/)) {
     const item = piece.trim();
     if (!item) {
@@ -19,13 +22,7 @@ export function parseParameters(text: string): { [name: string]: unknown } {
     if (eq <= 0) {
       throw new Error(`parameter "${item}": write name=value`);
     }
-    const name = item.slice(0, eq).trim();
-    const raw = item.slice(eq + 1).trim();
-    try {
-      parameters[name] = JSON.parse(raw);
-    } catch {
-      parameters[name] = raw;
-    }
+    parameters[item.slice(0, eq).trim()] = item.slice(eq + 1).trim();
   }
   return parameters;
 }
@@ -311,9 +308,9 @@ export class SchedulesSection {
       return;
     }
     this._message.textContent = '';
-    let parameters: { [name: string]: unknown };
+    let parameterTexts: { [name: string]: string };
     try {
-      parameters = parseParameters(this._inputs.parameters.value);
+      parameterTexts = parseParameters(this._inputs.parameters.value);
     } catch (error) {
       this._message.textContent = (error as Error).message;
       return;
@@ -327,7 +324,7 @@ export class SchedulesSection {
         name: this._inputs.name.value.trim() || undefined,
         cron: this._inputs.cron.value.trim(),
         timezone: this._inputs.timezone.value.trim() || undefined,
-        parameters,
+        parameter_texts: parameterTexts,
         engine: this._inputs.engine.value,
         lineage_db: model.settings.lineageUrl || undefined
       });
