@@ -23,6 +23,7 @@ import nbformat
 from . import __version__
 from .api import CompileResult
 from .emit import spec_json
+from .runtime.cache import local_module_digests, local_module_paths
 
 RUN_PY = '''#!/usr/bin/env python3
 """Run pipeline {name!r} version {version} on Dask, without JupyterLab or the notebook.
@@ -66,24 +67,11 @@ def imported_modules(spec: dict[str, Any]) -> list[str]:
 _NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
-def local_modules(modules: list[str], notebook_dir: Path) -> dict[str, Path]:
-    """The imported modules that are files or packages beside the notebook: name -> path."""
-    found: dict[str, Path] = {}
-    for name in modules:
-        if (notebook_dir / f"{name}.py").is_file():
-            found[name] = notebook_dir / f"{name}.py"
-        elif (notebook_dir / name / "__init__.py").is_file():
-            found[name] = notebook_dir / name
-    return found
-
-
 def bundle_version(pipeline_version: str, modules: dict[str, Path]) -> str:
     """The pipeline's version, or, when its tasks import helpers from beside the notebook, a
     version that also covers their source: an edited helper is a new bundle, not a stale one."""
     if not modules:
         return pipeline_version
-    from .runtime.cache import local_module_digests
-
     digests = local_module_digests(sorted(modules), next(iter(modules.values())).parent)
     payload = json.dumps([pipeline_version, digests], sort_keys=True).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
@@ -118,7 +106,7 @@ def export_bundle(
         raise ValueError("the notebook has errors; fix them before exporting")
     notebook_path = Path(notebook_path).resolve()
     base = Path(root).resolve() if root is not None else notebook_path.parent
-    modules = local_modules(imported_modules(spec), notebook_path.parent)
+    modules = local_module_paths(imported_modules(spec), notebook_path.parent)
     version = bundle_version(spec["version"], modules)
     target = base / "pipelines" / spec["name"] / version
     if target.exists():

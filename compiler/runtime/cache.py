@@ -79,22 +79,32 @@ def dataset_digests(reads: Iterable[str], notebook_dir: Path) -> dict[str, str]:
     return {rel: file_digest(notebook_dir / rel) for rel in reads}
 
 
-def local_module_digests(imports: Iterable[str], notebook_dir: Path) -> dict[str, str]:
-    """Digests of the imported modules that live beside the notebook (`helpers.py`, a package
-    folder `mylib/`): editing one changes the cache keys of the tasks that import it.
-    Installed packages are left out (their code changes with their version, not here)."""
-    digests: dict[str, str] = {}
+def local_module_paths(imports: Iterable[str], folder: Path) -> dict[str, Path]:
+    """The imported modules that live in `folder` (a notebook's): name -> `NAME.py`, or the
+    package folder `NAME/` (with an `__init__.py`). Installed packages are not there."""
+    found: dict[str, Path] = {}
     for name in imports:
-        module, package = notebook_dir / f"{name}.py", notebook_dir / name
-        if module.is_file():
-            digests[f"module:{name}"] = file_digest(module)
-        elif (package / "__init__.py").is_file():
-            # Only the sources: __pycache__ changes whenever Python recompiles them.
-            digest = hashlib.sha256()
-            for source in sorted(package.rglob("*.py")):
-                digest.update(str(source.relative_to(package)).encode() + b"\0")
-                digest.update(file_digest(source).encode())
-            digests[f"module:{name}"] = digest.hexdigest()
+        if (folder / f"{name}.py").is_file():
+            found[name] = folder / f"{name}.py"
+        elif (folder / name / "__init__.py").is_file():
+            found[name] = folder / name
+    return found
+
+
+def local_module_digests(imports: Iterable[str], notebook_dir: Path) -> dict[str, str]:
+    """Digests of the imported modules that live beside the notebook: editing one changes the
+    cache keys of the tasks that import it (installed packages change with their version)."""
+    digests: dict[str, str] = {}
+    for name, path in local_module_paths(imports, notebook_dir).items():
+        if path.is_file():
+            digests[f"module:{name}"] = file_digest(path)
+            continue
+        # A package: only its sources, since __pycache__ changes whenever Python recompiles.
+        digest = hashlib.sha256()
+        for source in sorted(path.rglob("*.py")):
+            digest.update(str(source.relative_to(path)).encode() + b"\0")
+            digest.update(file_digest(source).encode())
+        digests[f"module:{name}"] = digest.hexdigest()
     return digests
 
 

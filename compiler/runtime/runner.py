@@ -387,32 +387,23 @@ class PipelineRun:
     # -- the run --------------------------------------------------------------------------
     def _compute_parameters(self) -> None:
         """Evaluate the computed defaults once, before planning: the cache keys of the tasks
-        that read them depend on their values (a new date is a new key)."""
-        from distributed import wait
-
+        that read them depend on their values (a new date is a new key). The cluster stays open
+        for the run; `execute` closes it if anything here fails."""
         self.session = open_cluster(self.scheduler, self.workers, self.memory_limit)
-        try:
-            wait_for_any_worker(self.session.client)
-            future = self.session.client.submit(
-                evaluate_parameters,
-                {
-                    "setup": self.spec.get("parameters_setup", ""),
-                    "source": self.spec.get("parameters_source", ""),
-                    "names": self.computed_parameters,
-                    "notebook_dir": str(self.notebook_dir),
-                    "module_dir": str(self.notebook_path.parent),
-                },
-                key=f"kiln-parameters-{self.run_id}",
-                pure=False,
-            )
-            wait(future)
-            if future.status == "error":
-                raise future.exception()
-            self.parameters.update(future.result())
-        except BaseException:
-            self.session.close()
-            self.session = None
-            raise
+        wait_for_any_worker(self.session.client)
+        future = self.session.client.submit(
+            evaluate_parameters,
+            {
+                "setup": self.spec.get("parameters_setup", ""),
+                "source": self.spec.get("parameters_source", ""),
+                "names": self.computed_parameters,
+                "notebook_dir": str(self.notebook_dir),
+                "module_dir": str(self.notebook_path.parent),
+            },
+            key=f"kiln-parameters-{self.run_id}",
+            pure=False,
+        )
+        self.parameters.update(future.result())  # raises the worker's ValueError as is
 
     def _snapshot_notebook(self) -> None:
         """The notebook as it is when the run starts: the output notebook is built from it, so
