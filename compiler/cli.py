@@ -32,6 +32,11 @@ def _print_diagnostics(diagnostics: list[Diagnostic], path: str, stream: Any) ->
         print(f"{path}: {d.render()}", file=stream)
 
 
+def _show_diagnostics(diagnostics: list[Diagnostic], ok: bool, path: str) -> None:
+    """Errors and warnings on stderr; notes only when the notebook does not compile."""
+    _print_diagnostics([d for d in diagnostics if d.severity != "info" or not ok], path, sys.stderr)
+
+
 def _compile_or_exit(path: str, show: bool = True) -> tuple[Any, int]:
     from .api import compile_notebook
 
@@ -41,11 +46,7 @@ def _compile_or_exit(path: str, show: bool = True) -> tuple[Any, int]:
         print(f"kiln: {exc}", file=sys.stderr)
         return None, EXIT_UNREADABLE
     if show:
-        _print_diagnostics(
-            [d for d in result.diagnostics if d.severity != "info" or not result.ok],
-            path,
-            sys.stderr,
-        )
+        _show_diagnostics(result.diagnostics, result.ok, path)
     return result, EXIT_OK if result.ok else EXIT_ERRORS
 
 
@@ -148,9 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except NotebookLoadError as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
-    _print_diagnostics(
-        [d for d in diagnostics if d.severity != "info" or spec is None], args.notebook, sys.stderr
-    )
+    _show_diagnostics(diagnostics, spec is not None, args.notebook)
     if spec is None:
         return EXIT_ERRORS
     code = int(run_command(args, spec, args.notebook))

@@ -58,8 +58,9 @@ def _stable_text(value: Any) -> Any:
     return repr(value)
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's content; a folder (e.g. a parquet dataset) hashes its files."""
+def file_digest(path: Path, pattern: str = "*") -> str:
+    """sha256 of a file's content; a folder (e.g. a parquet dataset) hashes its files, or only
+    those matching `pattern`."""
     if path.is_file():
         digest = hashlib.sha256()
         with path.open("rb") as f:
@@ -68,7 +69,7 @@ def file_digest(path: Path) -> str:
         return digest.hexdigest()
     if path.is_dir():
         digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        for child in sorted(p for p in path.rglob(pattern) if p.is_file()):
             digest.update(str(child.relative_to(path)).encode() + b"\0")
             digest.update(file_digest(child).encode())
         return digest.hexdigest()
@@ -94,18 +95,11 @@ def local_module_paths(imports: Iterable[str], folder: Path) -> dict[str, Path]:
 def local_module_digests(imports: Iterable[str], notebook_dir: Path) -> dict[str, str]:
     """Digests of the imported modules that live beside the notebook: editing one changes the
     cache keys of the tasks that import it (installed packages change with their version)."""
-    digests: dict[str, str] = {}
-    for name, path in local_module_paths(imports, notebook_dir).items():
-        if path.is_file():
-            digests[f"module:{name}"] = file_digest(path)
-            continue
-        # A package: only its sources, since __pycache__ changes whenever Python recompiles.
-        digest = hashlib.sha256()
-        for source in sorted(path.rglob("*.py")):
-            digest.update(str(source.relative_to(path)).encode() + b"\0")
-            digest.update(file_digest(source).encode())
-        digests[f"module:{name}"] = digest.hexdigest()
-    return digests
+    # A package counts by its sources only: __pycache__ changes whenever Python recompiles.
+    return {
+        f"module:{name}": file_digest(path, "*.py")
+        for name, path in local_module_paths(imports, notebook_dir).items()
+    }
 
 
 class _HashingWriter:
