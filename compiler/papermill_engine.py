@@ -54,8 +54,8 @@ class KilnEngine(Engine):
         input_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from .api import compile_notebook_json
-        from .runtime import run_pipeline
+        from compiler.compile.api import compile_notebook_json
+        from compiler.runtime import run_pipeline
 
         if not input_path or "://" in str(input_path):
             raise PapermillException(

@@ -20,7 +20,7 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import KilnExtension
+    from jupyter_ext.app import KilnExtension
 
     return [{"module": "jupyter_ext", "app": KilnExtension}]
 
@@ -28,7 +28,7 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 def __getattr__(name: str) -> Any:
     # The widget needs ipywidgets; the server extension must load without importing it.
     if name == "PipelineWidget":
-        from .widget import PipelineWidget
+        from jupyter_ext.widget import PipelineWidget
 
         return PipelineWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,9 +14,9 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Unicode, default
 
-from .handlers import setup_handlers
-from .scheduling import SchedulerService, env_enabled
-from .stores import LineageStores
+from jupyter_ext.handlers import setup_handlers
+from jupyter_ext.scheduling import SchedulerService, env_enabled
+from jupyter_ext.stores import LineageStores
 
 
 class KilnExtension(ExtensionApp):

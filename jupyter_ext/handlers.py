@@ -1,8 +1,8 @@
 """REST endpoints under /kiln/ on jupyter_server's authenticated API handlers.
 
 Every handler is a thin adapter: it confines the notebook path to the server root, calls the
-compiler (`compiler.api`) or the runtime (through `RunManager`), and answers JSON. Errors are
-`{"message": ...}` with a 4xx status (jupyter_server's APIHandler writes them).
+compiler (`compiler.compile.api`) or the runtime (through `RunManager`), and answers JSON.
+Errors are `{"message": ...}` with a 4xx status (jupyter_server's APIHandler writes them).
 
     POST /kiln/compile        {"path": P[, "notebook": NB]}   -> {ok, spec, diagnostics}
     POST /kiln/runs           {"path": P[, "params", "scheduler", "store_url", ...]}
@@ -37,17 +37,17 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from .history import task_history
-from .paths import (
+from jupyter_ext.history import task_history
+from jupyter_ext.paths import (
     PathRefused,
     api_path_of,
     confine_lineage_url,
     confine_store_url,
     resolve_api_path,
 )
-from .runs import RunConflict, RunManager
-from .scheduling import SchedulerService
-from .stores import LineageStores, inside, is_hidden, visible_output
+from jupyter_ext.runs import RunConflict, RunManager
+from jupyter_ext.scheduling import SchedulerService
+from jupyter_ext.stores import LineageStores, inside, is_hidden, visible_output
 
 # Options of run_pipeline a client may set (from the settings registry or the request).
 RUN_OPTIONS = {
@@ -164,7 +164,7 @@ def optional_str(body: dict[str, Any], name: str) -> str | None:
 
 
 def _compile(full: Path, notebook: Any) -> Any:
-    from compiler.api import compile_notebook, compile_notebook_json
+    from compiler.compile.api import compile_notebook, compile_notebook_json
 
     if notebook is None:
         return compile_notebook(full)
@@ -173,7 +173,7 @@ def _compile(full: Path, notebook: Any) -> Any:
 
 async def compile_in_thread(full: Path, notebook: Any = None) -> Any:
     """CompileResult, or HTTP 400 when the content is not a readable notebook."""
-    from compiler.diagnostics import NotebookLoadError
+    from compiler.model.diagnostics import NotebookLoadError
 
     try:
         return await asyncio.to_thread(_compile, full, notebook)
@@ -385,7 +385,7 @@ class OutputsHandler(KilnHandler):
         self, store: Any, full: Path, name: str, run: int
     ) -> tuple[Path, list[str]]:
         schedule_of_notebook(store, full, name)
-        from compiler.schedule import schedule_run_rows
+        from compiler.schedule.scheduler import schedule_run_rows
 
         rows = [r for r in schedule_run_rows(store, name, limit=1000) if r["id"] == run]
         source = inside(self.root_dir, rows[0]["output_notebook"]) if rows else None
@@ -403,7 +403,7 @@ class ExportHandler(KilnHandler):
     @tornado.web.authenticated
     @authorized("write")
     async def post(self) -> None:
-        from compiler.export import export_bundle
+        from compiler.ops.export import export_bundle
 
         full = self.notebook_file(self.json_body().get("path"))
         result = await compile_in_thread(full)
@@ -424,7 +424,7 @@ class ExportHandler(KilnHandler):
 def schedule_of_notebook(store: Any, full: Path, name: str) -> Any:
     """The schedule `name` of this notebook, or 404 (a schedule of another notebook sharing the
     database is not this notebook's to change)."""
-    from compiler.schedule import ScheduleError, get_schedule
+    from compiler.schedule.scheduler import ScheduleError, get_schedule
 
     try:
         schedule = get_schedule(store, name)
@@ -436,7 +436,7 @@ def schedule_of_notebook(store: Any, full: Path, name: str) -> Any:
 
 
 def schedule_runs_view(root: Path, store: Any, name: str, limit: int) -> list[dict[str, Any]]:
-    from compiler.schedule import schedule_run_rows
+    from compiler.schedule.scheduler import schedule_run_rows
 
     keep = ("id", "due_at", "status", "reason", "started_at", "finished_at", "error")
     return [
@@ -473,7 +473,7 @@ class SchedulesHandler(ScheduleBase):
     @tornado.web.authenticated
     @authorized("read")
     async def get(self) -> None:
-        from compiler.schedule import list_schedules
+        from compiler.schedule.scheduler import list_schedules
 
         full = self.notebook_file(self.get_query_argument("path", None))
         store = await self.open_notebook_store(full)
@@ -497,7 +497,7 @@ class SchedulesHandler(ScheduleBase):
     @authorized("execute")
     async def post(self) -> None:
         from compiler.runtime.parameters import coerce_parameters
-        from compiler.schedule import ScheduleError, ScheduleExists, add_schedule
+        from compiler.schedule.scheduler import ScheduleError, ScheduleExists, add_schedule
 
         body = self.json_body()
         full = self.notebook_file(body.get("path"))
@@ -553,7 +553,7 @@ class ScheduleHandler(ScheduleBase):
     @tornado.web.authenticated
     @authorized("write")
     async def delete(self, name: str) -> None:
-        from compiler.schedule import remove_schedule
+        from compiler.schedule.scheduler import remove_schedule
 
         _full, store, _schedule = await asyncio.to_thread(self.existing, name)
         await asyncio.to_thread(remove_schedule, store, name)
@@ -565,7 +565,7 @@ class ScheduleActionHandler(ScheduleBase):
     @tornado.web.authenticated
     @authorized("write")
     async def post(self, name: str, action: str) -> None:
-        from compiler.schedule import set_paused
+        from compiler.schedule.scheduler import set_paused
 
         _full, store, _schedule = await asyncio.to_thread(self.existing, name)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.lineage import LineageStore, list_runs, show_run
-
-from .stores import inside
+from jupyter_ext.stores import inside
 
 TASK_FIELDS = ("status", "version", "duration", "cached", "attempts", "parameters", "error")
 ARTIFACT_FIELDS = ("name", "digest", "type", "size", "summary")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .paths import api_path_of
+from jupyter_ext.paths import api_path_of
 
 Runner = Callable[..., Any]  # run_pipeline's signature; returns an object with to_dict()
 

@@ -1,11 +1,11 @@
 """The Jupyter server as a scheduler host (off by default).
 
 With `c.KilnExtension.run_scheduler = True` (or `KILN_RUN_SCHEDULER=1` in the server's
-environment) the server runs one `compiler.schedule.Scheduler` per lineage database that holds
-schedules, each in a daemon thread, and stops them when the server stops. Schedules live in the
-lineage database of their notebook (`.kiln/lineage.db` beside it, or $KILN_LINEAGE_DB), so the
-databases served are: those found under the server root at start (a bounded walk), and every
-database a schedule is created in or listed from while the server runs.
+environment) the server runs one `compiler.schedule.scheduler.Scheduler` per lineage database
+that holds schedules, each in a daemon thread, and stops them when the server stops. Schedules
+live in the lineage database of their notebook (`.kiln/lineage.db` beside it, or
+$KILN_LINEAGE_DB), so the databases served are: those found under the server root at start (a
+bounded walk), and every database a schedule is created in or listed from while the server runs.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pathlib import Path
 
 from compiler.lineage import LineageStore
 from compiler.lineage.store import DEFAULT_DB, ENV_URL
-from compiler.schedule import Action, Scheduler
-
-from .stores import LineageStores
+from compiler.schedule.scheduler import Action, Scheduler
+from jupyter_ext.stores import LineageStores
 
 ENV_RUN_SCHEDULER = "KILN_RUN_SCHEDULER"
 DISCOVERY_DEPTH = 3

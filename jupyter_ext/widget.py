@@ -2,7 +2,8 @@
 
 Works wherever ipywidgets' built-in widgets render (JupyterLab, classic Notebook, VS Code): the
 graph is SVG computed in Python, so there is no second frontend bundle. It calls the same
-compiler (`compiler.api`) and runtime (`compiler.runtime.run_pipeline`) as the CLI and server.
+compiler (`compiler.compile.api`) and runtime (`compiler.runtime.run_pipeline`) as the CLI and
+server.
 
     from jupyter_ext import PipelineWidget
     PipelineWidget("analysis.ipynb")
@@ -17,8 +18,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .render import render_diagnostics, render_run, render_svg
-from .runs import RunRecord
+from jupyter_ext.render import render_diagnostics, render_run, render_svg
+from jupyter_ext.runs import RunRecord
 
 
 class PipelineWidget(widgets.VBox):
@@ -78,8 +79,8 @@ class PipelineWidget(widgets.VBox):
 
     def compile(self) -> Any:
         """Compile the notebook file again (save it first to see your edits)."""
-        from compiler.api import compile_notebook
-        from compiler.diagnostics import NotebookLoadError
+        from compiler.compile.api import compile_notebook
+        from compiler.model.diagnostics import NotebookLoadError
 
         try:
             self.result = compile_notebook(self.path)

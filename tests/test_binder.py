@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .test_newcomer import bash, clean_environment, copy_as_cloned
+from tests.test_newcomer import bash, clean_environment, copy_as_cloned
 
 REPO = Path(__file__).resolve().parents[1]
 BINDER = REPO / "binder"
@@ -45,7 +45,7 @@ def test_binder_files_are_what_repo2docker_reads() -> None:
 
 
 def test_the_demo_notebooks_are_clean_and_compile(tmp_path: Path) -> None:
-    from compiler.api import compile_notebook
+    from compiler.compile.api import compile_notebook
 
     for name, tasks in (("demo.ipynb", 6), ("demo_untagged.ipynb", 1)):
         notebook = json.loads((BINDER / name).read_text())

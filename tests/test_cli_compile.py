@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from compiler.emit import pipeline_schema
+from compiler.compile.emit import pipeline_schema
 from tests.nbutil import make_notebook
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"

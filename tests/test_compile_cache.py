@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from compiler import cli
-from compiler.api import compile_notebook
-from compiler.compile_cache import CACHE_FOLDER, compiled_spec
+from compiler.cli import main as cli
+from compiler.compile.api import compile_notebook
+from compiler.compile.cache import CACHE_FOLDER, compiled_spec
 from tests.nbutil import make_notebook
 
 

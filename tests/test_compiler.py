@@ -9,9 +9,9 @@ import jsonschema
 import nbformat
 import pytest
 
-from compiler.api import compile_notebook, compile_notebook_json
-from compiler.diagnostics import NotebookLoadError
-from compiler.emit import pipeline_schema
+from compiler.compile.api import compile_notebook, compile_notebook_json
+from compiler.compile.emit import pipeline_schema
+from compiler.model.diagnostics import NotebookLoadError
 from tests.nbutil import make_notebook
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"

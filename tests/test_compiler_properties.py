@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler.api import compile_notebook
+from compiler.compile.api import compile_notebook
 from tests.nbutil import make_notebook
 
 NAMES = ["a", "b", "c", "d", "e", "f"]

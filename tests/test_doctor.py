@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from compiler import doctor
+from compiler.ops import doctor
 
 KILN = [sys.executable, "-m", "compiler.cli"]
 CHECKS = [

@@ -180,8 +180,8 @@ def test_a_bundle_runs_against_a_working_folder_that_holds_the_data(
 
 
 def test_the_bundle_snapshot_is_the_notebook_that_was_compiled(tmp_path: Path):
-    from compiler.api import compile_notebook
-    from compiler.export import export_bundle
+    from compiler.compile.api import compile_notebook
+    from compiler.ops.export import export_bundle
     from tests.nbutil import make_notebook
 
     notebook = make_notebook(tmp_path / "report.ipynb", [("total = 1 + 1", ["task:add"])])

@@ -12,8 +12,8 @@ import textwrap
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from compiler import io_rules
-from compiler.io_rules import EMPTY_SCAN, FileAccess, Hazard, IOScan, RuleFileError, scan_io
+from compiler.compile import io_rules
+from compiler.compile.io_rules import EMPTY_SCAN, FileAccess, Hazard, IOScan, RuleFileError, scan_io
 
 
 def scan(cell: str) -> IOScan:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from compiler.cli.lineage import register
 from compiler.lineage import RunRecorder, open_store
-from compiler.lineage.command import register
 from tests.nbutil import make_notebook
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,7 +32,7 @@ def recorded_run(
     notebook: Path, scheduler: str, params: dict | None = None, url: str | None = None
 ):
     """Compile and run a notebook with lineage recording on (what `kiln run` does)."""
-    from compiler.api import compile_notebook
+    from compiler.compile.api import compile_notebook
     from compiler.runtime import run_pipeline
 
     compiled = compile_notebook(notebook)
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     """`kiln`'s own parser once compiler/cli.py registers the lineage commands; until then a
     parser with only them."""
     try:
-        from compiler.cli import build_parser
+        from compiler.cli.main import build_parser
 
         parser = build_parser()
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

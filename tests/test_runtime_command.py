@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from compiler.runtime.command import ProgressDisplay, add_run_arguments, run_command
+from compiler.cli.run import ProgressDisplay, add_run_arguments, run_command
 
 pytestmark = pytest.mark.timeout(120)
 

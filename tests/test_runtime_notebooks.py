@@ -11,8 +11,8 @@ from tests.nbutil import make_notebook
 
 pytestmark = pytest.mark.timeout(180)
 
-api = pytest.importorskip("compiler.api")
-cli = pytest.importorskip("compiler.cli")
+api = pytest.importorskip("compiler.compile.api")
+cli = pytest.importorskip("compiler.cli.main")
 
 
 def _sales_notebook(

@@ -21,7 +21,7 @@ import nbformat
 import pytest
 
 from compiler.lineage import open_store
-from compiler.schedule import (
+from compiler.schedule.scheduler import (
     ScheduleError,
     Scheduler,
     add_schedule,

@@ -16,9 +16,9 @@ import pytest
 # See tests/test_server.py for why pytest-jupyter's fixtures are imported, not registered.
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
-from compiler.api import compile_notebook
+from compiler.compile.api import compile_notebook
 from compiler.lineage import open_store
-from compiler.schedule import add_schedule, schedule_run_rows
+from compiler.schedule.scheduler import add_schedule, schedule_run_rows
 from tests.nbutil import make_notebook
 
 # The server fixtures and the endpoint client are test_server's (pytest finds imported fixtures;

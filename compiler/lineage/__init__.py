@@ -9,22 +9,34 @@
 
     store.list_runs(notebook_path)        store.show_run("3f2a")
     store.lineage("metrics.json")         store.diff_runs("3f2a", "9b1c")
-    rerun(store, "3f2a")                  mark_interrupted(store)
+    mark_interrupted(store)
 
 Modules: `schema` (tables), `store` (engine, migrations, transactions), `recorder` (events in),
-`queries` (plain data out), `liveness` (interrupted runs), `rerun`, `openlineage`, `command`
-(the `kiln runs|show|lineage|diff|rerun` subcommands).
+`queries` (plain data out), `liveness` (interrupted runs), `openlineage`. Lineage never runs
+anything: `kiln rerun` lives in `compiler.ops.rerun`, the subcommands in `compiler.cli.lineage`.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .liveness import mark_interrupted
-    from .queries import AmbiguousTarget, LineageNotFound, diff_runs, lineage, list_runs, show_run
-    from .recorder import RunRecorder
-    from .rerun import RerunRefused, RerunReport, rerun
-    from .store import ENV_URL, LineageStore, LineageStoreError, open_store, resolve_url
+    from compiler.lineage.liveness import mark_interrupted
+    from compiler.lineage.queries import (
+        AmbiguousTarget,
+        LineageNotFound,
+        diff_runs,
+        lineage,
+        list_runs,
+        show_run,
+    )
+    from compiler.lineage.recorder import RunRecorder
+    from compiler.lineage.store import (
+        ENV_URL,
+        LineageStore,
+        LineageStoreError,
+        open_store,
+        resolve_url,
+    )
 
 # Names are imported on first use: `kiln check` and the other commands that never touch a store
 # must not pay for SQLAlchemy (a tenth of a second) just because the CLI lists `kiln runs`.
@@ -37,9 +49,6 @@ _WHERE = {
     "list_runs": ".queries",
     "show_run": ".queries",
     "RunRecorder": ".recorder",
-    "RerunRefused": ".rerun",
-    "RerunReport": ".rerun",
-    "rerun": ".rerun",
     "ENV_URL": ".defaults",
     "LineageStore": ".store",
     "LineageStoreError": ".store",
@@ -53,15 +62,12 @@ __all__ = [
     "LineageNotFound",
     "LineageStore",
     "LineageStoreError",
-    "RerunRefused",
-    "RerunReport",
     "RunRecorder",
     "diff_runs",
     "lineage",
     "list_runs",
     "mark_interrupted",
     "open_store",
-    "rerun",
     "resolve_url",
     "show_run",
 ]

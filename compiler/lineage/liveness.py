@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from .run_context import process_alive
-from .schema import runs, task_runs
-from .store import LineageStore, utcnow
+from compiler.lineage.run_context import process_alive
+from compiler.lineage.schema import runs, task_runs
+from compiler.lineage.store import LineageStore, utcnow
 
 HEARTBEAT_WINDOW_S = 300.0
 

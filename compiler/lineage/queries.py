@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.engine import Connection, Row
 
-from .liveness import as_utc
-from .run_context import file_digest
-from .schema import (
+from compiler.lineage.liveness import as_utc
+from compiler.lineage.run_context import file_digest
+from compiler.lineage.schema import (
     artifacts,
     dataset_accesses,
     datasets,
@@ -35,7 +35,7 @@ from .schema import (
     task_outputs,
     task_runs,
 )
-from .store import LineageStore
+from compiler.lineage.store import LineageStore
 
 MIN_PREFIX = 4
 

@@ -34,9 +34,9 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .openlineage import OpenLineageEmitter, emitter_from_env
-from .run_context import file_digest, git_state, run_environment
-from .schema import (
+from compiler.lineage.openlineage import OpenLineageEmitter, emitter_from_env
+from compiler.lineage.run_context import file_digest, git_state, run_environment
+from compiler.lineage.schema import (
     artifacts,
     dataset_accesses,
     datasets,
@@ -46,7 +46,7 @@ from .schema import (
     task_outputs,
     task_runs,
 )
-from .store import LineageStore, insert_ignoring_duplicates, is_transient, utcnow
+from compiler.lineage.store import LineageStore, insert_ignoring_duplicates, is_transient, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class RunRecorder:
         if self.state.status != "new":
             return
         if self.mark_stale_runs:
-            from .liveness import mark_interrupted
+            from compiler.lineage.liveness import mark_interrupted
 
             mark_interrupted(self.store)
         git = git_state(self.notebook_path)

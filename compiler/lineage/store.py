@@ -23,8 +23,8 @@ from sqlalchemy import Engine, Table, create_engine, event, insert, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from .defaults import DEFAULT_DB as DEFAULT_DB
-from .defaults import ENV_URL as ENV_URL
+from compiler.lineage.defaults import DEFAULT_DB as DEFAULT_DB
+from compiler.lineage.defaults import ENV_URL as ENV_URL
 
 # The newest migration; a test checks it against the migrations folder. Comparing with a
 # constant spares every `kiln` command the cost of loading Alembic's script directory.
@@ -174,22 +174,22 @@ class LineageStore:
 
     # Queries, bound for convenience: store.list_runs(...) is queries.list_runs(store, ...).
     def list_runs(self, notebook: str | Path | None = None, limit: int = 20) -> list[Any]:
-        from .queries import list_runs
+        from compiler.lineage.queries import list_runs
 
         return list_runs(self, notebook=notebook, limit=limit)
 
     def show_run(self, run_id: str) -> dict[str, Any]:
-        from .queries import show_run
+        from compiler.lineage.queries import show_run
 
         return show_run(self, run_id)
 
     def lineage(self, target: str) -> dict[str, Any]:
-        from .queries import lineage
+        from compiler.lineage.queries import lineage
 
         return lineage(self, target)
 
     def diff_runs(self, run_a: str, run_b: str) -> dict[str, Any]:
-        from .queries import diff_runs
+        from compiler.lineage.queries import diff_runs
 
         return diff_runs(self, run_a, run_b)
 
@@ -255,7 +255,7 @@ def upgrade_schema(engine: Engine) -> None:
 def _holds_no_store(connection: Connection) -> bool:
     from sqlalchemy import inspect
 
-    from .schema import metadata
+    from compiler.lineage.schema import metadata
 
     present = set(inspect(connection).get_table_names())
     return "alembic_version" not in present and not present & set(metadata.tables)
@@ -267,7 +267,7 @@ def _create_at_head(connection: Connection) -> None:
     is not loaded: that was a tenth of a second of every first run in a folder."""
     from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String
 
-    from .schema import metadata
+    from compiler.lineage.schema import metadata
 
     metadata.create_all(connection)
     version = Table(  # as Alembic makes it, so later migrations find their place

@@ -13,11 +13,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .cluster import ResourceUnavailable
-    from .executor import TaskFailed, TaskTimeout
-    from .parameters import coerce_parameters, resolve_parameters
-    from .results import RunResult, TaskResult
-    from .runner import run_pipeline
+    from compiler.runtime.cluster import ResourceUnavailable
+    from compiler.runtime.executor import TaskFailed, TaskTimeout
+    from compiler.runtime.parameters import coerce_parameters, resolve_parameters
+    from compiler.runtime.results import RunResult, TaskResult
+    from compiler.runtime.runner import run_pipeline
 
 _WHERE = {
     "ResourceUnavailable": ".cluster",

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .cache import store_at
+from compiler.runtime.cache import store_at
 
 # -- errors injected into the task's thread -------------------------------------------------
 

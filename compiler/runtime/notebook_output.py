@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .results import RunResult
+from compiler.runtime.results import RunResult
 
 
 def _injected_parameters_cell(

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import notebook_output
-from .cache import (
+from compiler.runtime import notebook_output
+from compiler.runtime.cache import (
     ArtifactStore,
     cache_key,
     dataset_digests,
     load_outputs,
     local_module_digests,
 )
-from .cluster import (
+from compiler.runtime.cluster import (
     ClusterSession,
     Placement,
     format_bytes,
@@ -40,15 +40,15 @@ from .cluster import (
     wait_for_any_worker,
     worker_capacities,
 )
-from .executor import (
+from compiler.runtime.executor import (
     TaskFailed,
     evaluate_parameters,
     execute_task,
     exit_worker_process,
     kill_worker_from_nanny,
 )
-from .parameters import resolve_parameters
-from .results import (
+from compiler.runtime.parameters import resolve_parameters
+from compiler.runtime.results import (
     CACHED,
     DONE,
     FAILED,
@@ -255,7 +255,7 @@ class PipelineRun:
         """Lineage of every run, whoever started it (CLI, server, papermill, scheduler)."""
         if not self.record_lineage:
             return
-        from ..lineage import RunRecorder, open_store
+        from compiler.lineage import RunRecorder, open_store
 
         store = None
         try:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from compiler.analysis import _analyse_cell_cached  # noqa: E402
-from compiler.api import compile_notebook  # noqa: E402
+from compiler.compile.analysis import _analyse_cell_cached  # noqa: E402
+from compiler.compile.api import compile_notebook  # noqa: E402
 from tests.nbutil import make_notebook  # noqa: E402
 
 CELL_TEMPLATES = [

@@ -60,7 +60,7 @@ def trivial_notebook(folder: Path, n_tasks: int) -> Path:
 
 
 def compile_spec(notebook: Path) -> dict[str, Any]:
-    from compiler.api import compile_notebook
+    from compiler.compile.api import compile_notebook
 
     compiled = compile_notebook(notebook)
     assert compiled.ok, [d.render() for d in compiled.diagnostics[:3]]
@@ -311,7 +311,7 @@ def fill_store(url: str, folder: Path, n_runs: int, batch: int = 1000) -> dict[s
 
 
 def bench_queries(url: str, label: str, n_runs: int, repeats: int) -> None:
-    from compiler.lineage.command import register
+    from compiler.cli.lineage import register
 
     folder = Path(tempfile.mkdtemp(prefix="kiln-lineage-query-"))
     start = time.perf_counter()

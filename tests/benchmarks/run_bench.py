@@ -64,7 +64,7 @@ def write_notebook(path: Path, cells: list[tuple[str, list[str]]]) -> None:
 
 
 def hand_spec(name: str, tasks: list[dict[str, Any]], parameters: dict[str, Any]) -> dict[str, Any]:
-    """The spec the compiler would write, for when compiler.api is not importable."""
+    """The spec the compiler would write, for when compiler.compile.api is not importable."""
     spec_tasks = []
     for index, task in enumerate(tasks):
         inputs = task.get("inputs", {})
@@ -104,7 +104,7 @@ def hand_spec(name: str, tasks: list[dict[str, Any]], parameters: dict[str, Any]
 
 def compile_spec(notebook: Path, fallback: dict[str, Any]) -> tuple[dict[str, Any], str]:
     try:
-        from compiler.api import compile_notebook
+        from compiler.compile.api import compile_notebook
 
         result = compile_notebook(notebook)
         if result.ok and result.spec:
@@ -130,14 +130,14 @@ def kiln_run_command(notebook: Path, spec_file: Path) -> list[str]:
     """`kiln run` through the lead's CLI when it can compile; else the same runtime entry point
     with the spec from a file (no compile step)."""
     try:
-        from compiler.api import compile_notebook
+        from compiler.compile.api import compile_notebook
 
         if compile_notebook(notebook).ok:
             return [PY, "-m", "compiler.cli", "run", str(notebook), "--json"]
     except Exception:
         pass
     snippet = (
-        "import argparse, json, sys; from compiler.runtime.command import add_run_arguments, "
+        "import argparse, json, sys; from compiler.cli.run import add_run_arguments, "
         "run_command; p = argparse.ArgumentParser(); p.add_argument('notebook'); "
         "add_run_arguments(p); a = p.parse_args(sys.argv[2:]); "
         "sys.exit(run_command(a, json.load(open(sys.argv[1])), a.notebook))"

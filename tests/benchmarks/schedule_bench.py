@@ -41,7 +41,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from compiler.lineage.schema import schedule_runs, task_runs  # noqa: E402
 from compiler.lineage.store import open_store  # noqa: E402
-from compiler.schedule import Scheduler, add_schedule, get_schedule  # noqa: E402
+from compiler.schedule.scheduler import Scheduler, add_schedule, get_schedule  # noqa: E402
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

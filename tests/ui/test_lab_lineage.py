@@ -10,9 +10,14 @@ from typing import Any
 import pytest
 
 from tests.nbutil import make_notebook
-
-from .conftest import Lab
-from .test_lab_pipeline import PANEL, _dismiss_toasts, open_notebook, open_panel, select_cell
+from tests.ui.conftest import Lab
+from tests.ui.test_lab_pipeline import (
+    PANEL,
+    _dismiss_toasts,
+    open_notebook,
+    open_panel,
+    select_cell,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

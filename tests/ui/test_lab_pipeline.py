@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from tests.nbutil import make_notebook
-
-from .conftest import Lab
+from tests.ui.conftest import Lab
 
 pytestmark = pytest.mark.timeout(300)
 

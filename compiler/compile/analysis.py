@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .diagnostics import Diagnostic
-from .io_rules import EMPTY_SCAN, IOScan, scan_io
-from .notebook import Cell
+from compiler.compile.io_rules import EMPTY_SCAN, IOScan, scan_io
+from compiler.compile.notebook import Cell
+from compiler.model.diagnostics import Diagnostic
 
 # Names that exist in every IPython namespace without being bound by the notebook.
 IPYTHON_NAMES = frozenset({"get_ipython", "display", "In", "Out", "exit", "quit", "_", "__", "___"})

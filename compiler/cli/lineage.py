@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .defaults import ENV_URL
+from compiler.lineage.defaults import ENV_URL
 
 if TYPE_CHECKING:
-    from .store import LineageStore
+    from compiler.lineage.store import LineageStore
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 SHORT = 12  # hex digits shown for digests and versions
@@ -76,9 +76,9 @@ def _common(parser: argparse.ArgumentParser, func: Callable[[argparse.Namespace]
 
 
 def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    from .queries import AmbiguousTarget, LineageNotFound
-    from .rerun import RerunRefused
-    from .store import LineageStoreError
+    from compiler.lineage.queries import AmbiguousTarget, LineageNotFound
+    from compiler.lineage.store import LineageStoreError
+    from compiler.ops.rerun import RerunRefused
 
     try:
         return func(args)
@@ -97,7 +97,7 @@ def _message(exc: BaseException) -> str:
 def _open(args: argparse.Namespace, near: str | Path | None = None) -> LineageStore:
     """The store named on the command line or in the environment, else the nearest
     `.kiln/lineage.db` from `near` (or the current folder) upwards. Never creates one."""
-    from .store import find_default_db, open_store
+    from compiler.lineage.store import find_default_db, open_store
 
     url = args.lineage_db or os.environ.get(ENV_URL)
     if url:
@@ -116,7 +116,7 @@ def _open(args: argparse.Namespace, near: str | Path | None = None) -> LineageSt
 
 def _mark_interrupted(store: LineageStore) -> None:
     """So that a crashed run is not shown as running; a store we may only read stays as is."""
-    from .liveness import mark_interrupted
+    from compiler.lineage.liveness import mark_interrupted
 
     try:
         mark_interrupted(store)
@@ -132,7 +132,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .queries import list_runs
+    from compiler.lineage.queries import list_runs
 
     try:
         store = _open(args, args.notebook)
@@ -172,7 +172,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .queries import show_run
+    from compiler.lineage.queries import show_run
 
     with _open(args) as store:
         _mark_interrupted(store)
@@ -262,7 +262,7 @@ def render_run(run: Mapping[str, Any]) -> str:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from .queries import lineage
+    from compiler.lineage.queries import lineage
 
     near = Path(args.target) if not args.lineage_db else None
     if near is not None and "@" in args.target:
@@ -361,7 +361,7 @@ def _tree_lines(
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .queries import diff_runs
+    from compiler.lineage.queries import diff_runs
 
     with _open(args) as store:
         diff = diff_runs(store, args.run_a, args.run_b)
@@ -410,7 +410,7 @@ def render_diff(diff: Mapping[str, Any]) -> str:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from .rerun import rerun
+    from compiler.ops.rerun import rerun
 
     with _open(args) as store:
         progress = None if args.json else _progress

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import NotebookLoadError
+from compiler.model.diagnostics import NotebookLoadError
 
 
 @dataclass(frozen=True)

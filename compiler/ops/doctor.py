@@ -189,7 +189,7 @@ def _trivial(x: int) -> int:
 
 
 def check_dask(scheduler: str | None, timeout: float) -> Check:
-    from .runtime.cluster import configured_scheduler_address
+    from compiler.runtime.cluster import configured_scheduler_address
 
     address = configured_scheduler_address(scheduler)
     if address:
@@ -231,7 +231,7 @@ def _check_local_dask(timeout: float) -> Check:
     hint = "see the error; `python -c 'import distributed'` must work in this environment"
 
     def start() -> int:
-        from .runtime.cluster import open_cluster
+        from compiler.runtime.cluster import open_cluster
 
         session = open_cluster(None, 1)
         try:
@@ -288,7 +288,7 @@ def check_lineage_db(lineage_db: str | None, timeout: float) -> Check:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from .lineage.store import ENV_URL, open_store, resolve_url
+    from compiler.lineage.store import ENV_URL, open_store, resolve_url
 
     url = resolve_url(lineage_db)
     try:

@@ -18,12 +18,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic
+from compiler.model.diagnostics import Diagnostic
 
 CACHE_FOLDER = Path(".kiln") / "compiled"
-_COMPILER_ROOT = Path(__file__).resolve().parent
-# The runtime and lineage packages do not take part in compiling: editing them keeps entries.
-_NOT_COMPILER = {"runtime", "lineage"}
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# What compiling reads: the compile side and the model it emits (spec schema, diagnostics).
+# Editing the runtime, lineage or a command keeps every cached spec.
+_COMPILE_SOURCES = ("compile", "model")
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,11 +32,12 @@ def compiler_fingerprint() -> str:
     """A digest of every source and rule file the compiler reads, and the Python version (the
     `ast` module it parses with)."""
     digest = hashlib.sha256(f"{sys.version_info[:2]}".encode())
-    for path in sorted(_COMPILER_ROOT.rglob("*")):
-        relative = path.relative_to(_COMPILER_ROOT)
-        if not path.is_file() or relative.parts[0] in _NOT_COMPILER or path.suffix == ".pyc":
-            continue
-        digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
+    for folder in _COMPILE_SOURCES:
+        for path in sorted((_PACKAGE_ROOT / folder).rglob("*")):
+            if not path.is_file() or path.suffix == ".pyc":
+                continue
+            relative = path.relative_to(_PACKAGE_ROOT)
+            digest.update(str(relative).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -81,7 +83,7 @@ def write_entry(entry: Path, spec: dict[str, Any], diagnostics: list[Diagnostic]
 def compiled_spec(path: str | Path) -> tuple[dict[str, Any] | None, list[Diagnostic]]:
     """The notebook's spec (None when it has errors) and diagnostics, compiled or cached.
     Raises NotebookLoadError when the file is not a readable notebook."""
-    from .notebook import read_notebook_text
+    from compiler.compile.notebook import read_notebook_text
 
     notebook = Path(path)
     text = read_notebook_text(notebook)
@@ -89,7 +91,7 @@ def compiled_spec(path: str | Path) -> tuple[dict[str, Any] | None, list[Diagnos
     cached = read_entry(entry)
     if cached is not None:
         return cached
-    from .api import compile_notebook
+    from compiler.compile.api import compile_notebook
 
     result = compile_notebook(notebook, text)  # the same text the key was made from
     spec = result.spec

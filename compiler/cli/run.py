@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .cluster import ResourceUnavailable, format_bytes
-from .parameters import coerce_parameters
-from .results import RunResult
+from compiler.runtime.cluster import ResourceUnavailable, format_bytes
+from compiler.runtime.parameters import coerce_parameters
+from compiler.runtime.results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_STARTED = 0, 1, 2
 
@@ -194,7 +194,9 @@ def _print_failures(result: RunResult, stream: TextIO) -> None:
 
 def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path: Any) -> int:
     """Run a compiled spec as `kiln run` does; returns the exit code."""
-    from .runner import run_pipeline  # here: `kiln --help` and `kiln check` never run anything
+    from compiler.runtime.runner import (
+        run_pipeline,  # here: `kiln --help` and `kiln check` never run anything
+    )
 
     try:
         params = coerce_parameters(spec, dict(args.parameters or []))

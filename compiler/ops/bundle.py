@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .runtime.command import add_run_arguments, run_command
+from compiler.cli.run import add_run_arguments, run_command
 
 
 def main(bundle_dir: Path, argv: list[str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .tags import python_name
+from compiler.compile.tags import python_name
 
 
 def _node_id(name: str) -> str:

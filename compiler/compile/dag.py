@@ -13,10 +13,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .analysis import BUILTIN_NAMES, CellAnalysis, NameEvent, Statement, analyse_cell
-from .diagnostics import Diagnostic
-from .notebook import Cell, Notebook
-from .tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
+from compiler.compile.analysis import (
+    BUILTIN_NAMES,
+    CellAnalysis,
+    NameEvent,
+    Statement,
+    analyse_cell,
+)
+from compiler.compile.notebook import Cell, Notebook
+from compiler.compile.tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
+from compiler.model.diagnostics import Diagnostic
 
 
 @dataclass(frozen=True)

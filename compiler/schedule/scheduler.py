@@ -26,10 +26,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .lineage.schema import schedule_runs, schedules
-from .lineage.store import LineageStore
-from .schedule_options import ENGINES as ENGINES
-from .schedule_options import MISSED_POLICIES as MISSED_POLICIES
+from compiler.lineage.schema import schedule_runs, schedules
+from compiler.lineage.store import LineageStore
+from compiler.schedule.options import ENGINES as ENGINES
+from compiler.schedule.options import MISSED_POLICIES as MISSED_POLICIES
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .schedule_options import ENGINES, MISSED_POLICIES
+from compiler.schedule.options import ENGINES, MISSED_POLICIES
 
 if TYPE_CHECKING:
-    from .lineage.store import LineageStore
-    from .schedule import Action
+    from compiler.lineage.store import LineageStore
+    from compiler.schedule.scheduler import Action
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -27,13 +27,13 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_BAD_INPUT = 0, 1, 2
 def _parameters(notebook: str, pairs: list[list[str]] | None) -> dict[str, Any]:
     """`-p NAME VALUE` typed like `kiln run -p`: each value like its default in the notebook's
     parameters cell (so '1.10' stays a str where the default is a str)."""
-    from .schedule import ScheduleError
+    from compiler.schedule.scheduler import ScheduleError
 
     if not pairs:
         return {}
-    from .api import compile_notebook
-    from .diagnostics import NotebookLoadError
-    from .runtime.parameters import coerce_parameters
+    from compiler.compile.api import compile_notebook
+    from compiler.model.diagnostics import NotebookLoadError
+    from compiler.runtime.parameters import coerce_parameters
 
     try:
         result = compile_notebook(notebook)
@@ -49,7 +49,7 @@ def _parameters(notebook: str, pairs: list[list[str]] | None) -> dict[str, Any]:
 
 
 def _open(args: argparse.Namespace, notebook: str | None = None) -> LineageStore:
-    from .lineage.store import find_default_db, open_store
+    from compiler.lineage.store import find_default_db, open_store
 
     if args.lineage_db:
         return open_store(args.lineage_db)
@@ -66,7 +66,7 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from .schedule import add_schedule
+    from compiler.schedule.scheduler import add_schedule
 
     with _open(args, args.notebook) as store:
         name = args.name or Path(args.notebook).stem
@@ -90,7 +90,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .schedule import list_schedules
+    from compiler.schedule.scheduler import list_schedules
 
     with _open(args) as store:
         items = list_schedules(store)
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace, paused: bool) -> int:
-    from .schedule import set_paused
+    from compiler.schedule.scheduler import set_paused
 
     with _open(args) as store:
         schedule = set_paused(store, args.name, paused)
@@ -123,7 +123,7 @@ def cmd_pause(args: argparse.Namespace, paused: bool) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from .schedule import remove_schedule
+    from compiler.schedule.scheduler import remove_schedule
 
     with _open(args) as store:
         remove_schedule(store, args.name)
@@ -132,7 +132,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .schedule import schedule_run_rows
+    from compiler.schedule.scheduler import schedule_run_rows
 
     with _open(args) as store:
         rows = schedule_run_rows(store, args.name, limit=args.limit)
@@ -153,7 +153,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
-    from .schedule import Scheduler
+    from compiler.schedule.scheduler import Scheduler
 
     store = _open(args)
     print(
@@ -202,8 +202,8 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
 
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
-        from .lineage.store import LineageStoreError
-        from .schedule import ScheduleError
+        from compiler.lineage.store import LineageStoreError
+        from compiler.schedule.scheduler import ScheduleError
 
         try:
             return int(func(args))

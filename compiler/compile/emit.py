@@ -12,16 +12,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .analysis import CAPTURE, PYTHON_BODY_CELL_MAGICS, CellAnalysis, python_line_magic
-from .dag import Pipeline, Task, task_policy
-from .tags import python_name
+from compiler.compile.analysis import (
+    CAPTURE,
+    PYTHON_BODY_CELL_MAGICS,
+    CellAnalysis,
+    python_line_magic,
+)
+from compiler.compile.dag import Pipeline, Task, task_policy
+from compiler.compile.tags import python_name
 
 SCHEMA_VERSION = 1
 
 
 @lru_cache(maxsize=1)
 def pipeline_schema() -> dict[str, Any]:
-    text = resources.files("compiler").joinpath("schema/pipeline.schema.json").read_text()
+    text = resources.files("compiler").joinpath("model/schema/pipeline.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
 

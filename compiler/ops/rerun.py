@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .queries import LineageNotFound, load_run, own_code, resolve_run_id
-from .recorder import RunRecorder, new_run_id
-from .store import LineageStore
+from compiler.lineage.queries import LineageNotFound, load_run, own_code, resolve_run_id
+from compiler.lineage.recorder import RunRecorder, new_run_id
+from compiler.lineage.store import LineageStore
 
 
 class RerunRefused(RuntimeError):
@@ -90,7 +90,7 @@ def rerun(
     Refuses (RerunRefused) when the notebook is gone, does not compile, or compiles to another
     pipeline version than the recorded one, unless `current_code` (then parameters the current
     code no longer has are dropped)."""
-    from compiler.api import compile_notebook
+    from compiler.compile.api import compile_notebook
     from compiler.runtime import run_pipeline
 
     with store.reading() as connection:

@@ -10,7 +10,7 @@ import keyword
 import re
 from dataclasses import dataclass, field
 
-from .notebook import Cell
+from compiler.compile.notebook import Cell
 
 # nbformat forbids commas inside a tag, so lists are written as repeated tags
 # (`after:a` `after:b`, `resources:cpu=2` `resources:memory=4GiB`) or with ';' (`after:a;b`).

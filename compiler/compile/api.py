@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dag import Pipeline, build_pipeline
-from .diagnostics import Diagnostic, has_errors
-from .emit import pipeline_spec, python_module
-from .notebook import load_notebook, notebook_from_node, parse_notebook_text, pipeline_name_for
+from compiler.compile.dag import Pipeline, build_pipeline
+from compiler.compile.emit import pipeline_spec, python_module
+from compiler.compile.notebook import (
+    load_notebook,
+    notebook_from_node,
+    parse_notebook_text,
+    pipeline_name_for,
+)
+from compiler.model.diagnostics import Diagnostic, has_errors
 
 
 @dataclass

@@ -20,10 +20,10 @@ from typing import Any
 
 import nbformat
 
-from . import __version__
-from .api import CompileResult
-from .emit import spec_json
-from .runtime.cache import local_module_digests, local_module_paths
+from compiler import __version__
+from compiler.compile.api import CompileResult
+from compiler.compile.emit import spec_json
+from compiler.runtime.cache import local_module_digests, local_module_paths
 
 RUN_PY = '''#!/usr/bin/env python3
 """Run pipeline {name!r} version {version} on Dask, without JupyterLab or the notebook.
@@ -36,7 +36,7 @@ Needs the packages in requirements.txt (nbkiln included). Lineage is recorded li
 import sys
 from pathlib import Path
 
-from compiler.bundle import main
+from compiler.ops.bundle import main
 
 if __name__ == "__main__":
     sys.exit(main(Path(__file__).resolve().parent, sys.argv[1:]))

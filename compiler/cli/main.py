@@ -1,7 +1,7 @@
 """`kiln`: compile, check, draw and run tagged notebooks.
 
-Every subcommand is a thin shell over `compiler.api` (and `compiler.runtime` for runs), the same
-library the Jupyter server extension calls.
+Every subcommand is a thin shell over the library (`compiler.compile.api`, `compiler.ops`), the
+same library the Jupyter server extension calls.
 """
 
 # ruff: noqa: E402  (the imports below come after the start-up setting they depend on)
@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import Diagnostic, NotebookLoadError
+from compiler.model.diagnostics import Diagnostic, NotebookLoadError
 
 EXIT_OK, EXIT_ERRORS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -38,7 +38,7 @@ def _show_diagnostics(diagnostics: list[Diagnostic], ok: bool, path: str) -> Non
 
 
 def _compile_or_exit(path: str, show: bool = True) -> tuple[Any, int]:
-    from .api import compile_notebook
+    from compiler.compile.api import compile_notebook
 
     try:
         result = compile_notebook(path)
@@ -79,7 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .emit import spec_json
+    from compiler.compile.emit import spec_json
 
     result, code = _compile_or_exit(args.notebook)
     if result is None or code != EXIT_OK:
@@ -95,7 +95,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from .graph import to_dot, to_mermaid
+    from compiler.compile.graph import to_dot, to_mermaid
 
     result, code = _compile_or_exit(args.notebook)
     if result is None or code != EXIT_OK:
@@ -122,7 +122,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_bundle
+    from compiler.ops.export import export_bundle
 
     result, code = _compile_or_exit(args.notebook)
     if result is None or code != EXIT_OK:
@@ -141,8 +141,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .compile_cache import compiled_spec
-    from .runtime.command import run_command
+    from compiler.cli.run import run_command
+    from compiler.compile.cache import compiled_spec
 
     try:
         spec, diagnostics = compiled_spec(args.notebook)
@@ -188,16 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the bundle's path and version")
     p.set_defaults(func=cmd_export)
 
-    from .runtime.command import add_run_arguments
+    from compiler.cli.run import add_run_arguments
 
     p = sub.add_parser("run", help="run the pipeline on Dask (local cluster by default)")
     p.add_argument("notebook")
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
-    from .doctor import register as register_doctor
-    from .lineage.command import register as register_lineage
-    from .schedule_command import register as register_schedules
+    from compiler.cli.lineage import register as register_lineage
+    from compiler.cli.schedule import register as register_schedules
+    from compiler.ops.doctor import register as register_doctor
 
     register_lineage(sub)
     register_schedules(sub)
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from compiler import __version__
 
     return f"kiln {__version__}"
 
