@@ -2,8 +2,8 @@
 
 A thin adapter: papermill parameterizes the notebook and owns the output notebook's bookkeeping
 (`metadata.papermill`, saving); Kiln compiles the notebook and runs it on Dask with the same
-`run_pipeline` as `kiln run` (cache, retries and lineage included), then hands each cell's
-outputs back to papermill.
+`compiler.ops.run` path as `kiln run` (cache, retries and lineage included), then hands each
+cell's outputs back to papermill.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ from __future__ import annotations
 import ast
 import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from papermill.engines import Engine
 from papermill.exceptions import PapermillException
+
+from compiler.compile.api import compile_notebook_json
+from compiler.ops.run import prepare_run, run_notebook
 
 INJECTED_TAG = "injected-parameters"
 
@@ -54,9 +58,6 @@ class KilnEngine(Engine):
         input_path: str | None = None,
         **kwargs: Any,
     ) -> None:
-        from compiler.compile.api import compile_notebook_json
-        from compiler.runtime import run_pipeline
-
         if not input_path or "://" in str(input_path):
             raise PapermillException(
                 "the kiln engine needs a local input notebook path (got "
@@ -77,7 +78,7 @@ class KilnEngine(Engine):
             for t in spec["tasks"]
         }
 
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: Mapping[str, Any]) -> None:
             if event.get("type") != "task":
                 return
             cells = task_cells.get(event.get("task", ""), [])
@@ -91,12 +92,11 @@ class KilnEngine(Engine):
                         nb_man.cell_exception(cell, nb_man.nb.cells.index(cell))
                     nb_man.cell_complete(cell, nb_man.nb.cells.index(cell))
 
-        run = run_pipeline(
-            spec,
-            notebook_path=notebook_path,
-            params={**spec["parameters"], **params},
+        prepared = prepare_run(notebook_path, spec=spec, parameters=params)
+        run = run_notebook(
+            prepared,
+            listeners=[on_event],
             scheduler=kwargs.get("scheduler") or os.environ.get("DASK_SCHEDULER_ADDRESS"),
-            on_event=on_event,
         )
         _copy_outputs(run.output_notebook, nb_man.nb)
         nb_man.nb.metadata["kiln"] = {

@@ -37,6 +37,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from compiler.model.names import SCHEDULE_NAME_PATTERN
 from jupyter_ext.history import task_history
 from jupyter_ext.paths import (
     PathRefused,
@@ -592,7 +593,7 @@ def setup_handlers(server_app: Any) -> None:
     stores = web_app.settings.setdefault("kiln_stores", LineageStores())
     web_app.settings.setdefault("kiln_scheduler", SchedulerService(stores, enabled=False))
     base = url_path_join(web_app.settings["base_url"], "kiln")
-    schedule = url_path_join(base, "schedules", r"([A-Za-z0-9][A-Za-z0-9_.\-]{0,199})")
+    schedule = url_path_join(base, "schedules", f"({SCHEDULE_NAME_PATTERN})")
     routes: list[tuple[str, type[KilnHandler]]] = [
         (url_path_join(base, "compile"), CompileHandler),
         (url_path_join(base, "runs"), RunsHandler),

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from compiler.model.units import format_duration
+
 # The same colours as the JupyterLab extension (jupyter_ext/src/model.ts, style/base.css).
 TASK_COLORS = [
     "#4e79a7",
@@ -38,17 +40,6 @@ GAP_X = 24
 GAP_Y = 46
 CHAR_W = 7.2
 MARGIN = 8
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{round(seconds * 1000)} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes = int(seconds // 60)
-    return f"{minutes} min {round(seconds - minutes * 60)} s"
 
 
 def status_text(state: Mapping[str, Any] | None) -> str:

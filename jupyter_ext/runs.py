@@ -1,37 +1,36 @@
 """Pipeline runs started from the Jupyter server: one background thread per run, events in memory.
 
-The runtime (`compiler.runtime.run_pipeline`) does all the work; this module only starts it,
-keeps what it reports per run id, and answers "what is this run doing now?" for the UI's polls.
+The library (`compiler.ops.run.run_spec`: runtime + lineage) does all the work; this module only
+starts it, keeps what it reports per run id, and answers "what is this run doing now?" for the
+UI's polls. The run record is one more listener of the run's events.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import inspect
 import threading
 import traceback
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compiler.model.clock import iso_now
+from compiler.model.ids import new_run_id
+from compiler.model.statuses import FINAL_RUN_STATES, RunStatus, TaskStatus
+from compiler.ops.run import run_spec
 from jupyter_ext.paths import api_path_of
 
-Runner = Callable[..., Any]  # run_pipeline's signature; returns an object with to_dict()
+Runner = Callable[..., Any]  # run_spec's signature; returns an object with to_dict()
 
 MAX_RUNS_KEPT = 50
 MAX_EVENTS_KEPT = 5000
-FINAL_RUN_STATES = ("succeeded", "failed")
+# A task in one of these states has no error of an earlier attempt to show.
+_CLEARS_ERROR = (TaskStatus.WAITING, TaskStatus.RUNNING, TaskStatus.CACHED, TaskStatus.DONE)
 
 
 class RunConflict(Exception):
     """A run of this notebook is already in progress in this server."""
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def output_notebook_for(notebook_file: Path, run_id: str) -> Path:
@@ -51,15 +50,14 @@ class RunRecord:
     root_dir: Path
     parameters: dict[str, Any]
     scheduler: str | None = None
-    status: str = "starting"  # starting | running | succeeded | failed
-    started: str = field(default_factory=_now_iso)
+    status: str = RunStatus.STARTING  # starting | running | succeeded | failed
+    started: str = field(default_factory=iso_now)
     finished: str | None = None
     dashboard: str | None = None
     output_notebook: str | None = None  # API path, once written
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # latest state per task
     events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # a failure of the run itself (not of a task)
-    notes: list[str] = field(default_factory=list)  # options the runtime did not take
     result: dict[str, Any] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -67,15 +65,15 @@ class RunRecord:
     def done(self) -> bool:
         return self.status in FINAL_RUN_STATES
 
-    def record_event(self, event: dict[str, Any]) -> None:
-        """The runtime's on_event callback; called from the runtime's thread."""
+    def record_event(self, event: Mapping[str, Any]) -> None:
+        """A listener of the run's events; called from the run's thread."""
         with self.lock:
             if len(self.events) < MAX_EVENTS_KEPT:
                 self.events.append(dict(event))
             if event.get("type") == "task" and event.get("task"):
                 state = self.tasks.setdefault(str(event["task"]), {})
                 state["status"] = event.get("status")
-                if event.get("status") in ("waiting", "running", "cached", "done"):
+                if event.get("status") in _CLEARS_ERROR:
                     state.pop("error", None)  # an earlier attempt's error no longer applies
                 for key in ("duration", "error", "attempt"):
                     if event.get(key) is not None:
@@ -83,16 +81,17 @@ class RunRecord:
             elif event.get("type") == "run":
                 if event.get("dashboard"):
                     self.dashboard = str(event["dashboard"])
-                if event.get("status") in ("started", "running") and not self.done:
-                    self.status = "running"
+                if event.get("status") in (RunStatus.STARTED, RunStatus.RUNNING) and not self.done:
+                    self.status = RunStatus.RUNNING
 
     def finish(self, result: Any | None, error: str | None) -> None:
         with self.lock:
-            self.finished = _now_iso()
+            self.finished = iso_now()
             if result is not None:
                 data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
                 self.result = data
-                self.status = "succeeded" if data.get("status") == "succeeded" else "failed"
+                ok = data.get("status") == RunStatus.SUCCEEDED
+                self.status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
                 self.dashboard = data.get("dashboard") or self.dashboard
                 for task in data.get("tasks", []):
                     state = self.tasks.setdefault(task["name"], {})
@@ -107,7 +106,7 @@ class RunRecord:
                     except ValueError:
                         self.output_notebook = None  # written outside the root: not servable
             else:
-                self.status = "failed"
+                self.status = RunStatus.FAILED
                 self.error = error or "the run failed"
 
     def summary(self) -> dict[str, Any]:
@@ -122,7 +121,6 @@ class RunRecord:
                 "scheduler": self.scheduler,
                 "output_notebook": self.output_notebook,
                 "error": self.error,
-                "notes": list(self.notes),
             }
 
     def to_dict(self, since: int = 0) -> dict[str, Any]:
@@ -139,28 +137,6 @@ class RunRecord:
         return data
 
 
-def _default_runner() -> Runner:
-    from compiler.runtime import run_pipeline
-
-    return run_pipeline
-
-
-def _accepts(runner: Runner, name: str) -> bool:
-    try:
-        parameters = inspect.signature(runner).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-
-
-def runtime_available() -> bool:
-    try:
-        _default_runner()
-    except ImportError:
-        return False
-    return True
-
-
 class RunManager:
     """Runs of this server, newest last; at most one live run per notebook."""
 
@@ -172,7 +148,7 @@ class RunManager:
 
     @property
     def runner(self) -> Runner:
-        return self._runner or _default_runner()
+        return self._runner or run_spec
 
     def start(
         self,
@@ -183,19 +159,14 @@ class RunManager:
         options: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Start the run in a daemon thread (a server shutdown never waits for a pipeline)."""
-        runner = self.runner  # ImportError here means: no runtime; the handler answers 501
+        runner = self.runner
         path = api_path_of(self.root_dir, notebook_file)
         options = dict(options or {})
-        notes: list[str] = []
-        for name in list(options):
-            if not _accepts(runner, name):
-                options.pop(name)
-                notes.append(f"{name} not used: this Kiln runtime has no such option yet")
         with self._lock:
             for other in self._runs.values():
                 if other.path == path and not other.done:
                     raise RunConflict(f"a run of {path} is in progress: {other.run_id}")
-            run_id = uuid.uuid4().hex[:16]
+            run_id = new_run_id()
             record = RunRecord(
                 run_id=run_id,
                 path=path,
@@ -203,7 +174,6 @@ class RunManager:
                 root_dir=self.root_dir,
                 parameters=dict(parameters or {}),
                 scheduler=options.get("scheduler"),
-                notes=notes,
             )
             self._runs[run_id] = record
             while len(self._runs) > MAX_RUNS_KEPT:

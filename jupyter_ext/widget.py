@@ -2,8 +2,7 @@
 
 Works wherever ipywidgets' built-in widgets render (JupyterLab, classic Notebook, VS Code): the
 graph is SVG computed in Python, so there is no second frontend bundle. It calls the same
-compiler (`compiler.compile.api`) and runtime (`compiler.runtime.run_pipeline`) as the CLI and
-server.
+library as the CLI and the server: `compiler.compile.api` to compile, `compiler.ops.run` to run.
 
     from jupyter_ext import PipelineWidget
     PipelineWidget("analysis.ipynb")
@@ -13,11 +12,16 @@ from __future__ import annotations
 
 import threading
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 
+from compiler.compile.api import compile_notebook
+from compiler.model.diagnostics import NotebookLoadError
+from compiler.model.ids import new_run_id
+from compiler.ops.run import prepare_run, run_notebook
 from jupyter_ext.render import render_diagnostics, render_run, render_svg
 from jupyter_ext.runs import RunRecord
 
@@ -79,9 +83,6 @@ class PipelineWidget(widgets.VBox):
 
     def compile(self) -> Any:
         """Compile the notebook file again (save it first to see your edits)."""
-        from compiler.compile.api import compile_notebook
-        from compiler.model.diagnostics import NotebookLoadError
-
         try:
             self.result = compile_notebook(self.path)
         except NotebookLoadError as exc:
@@ -118,8 +119,6 @@ class PipelineWidget(widgets.VBox):
         return record
 
     def _new_record(self) -> RunRecord:
-        from compiler.runtime.runner import new_run_id
-
         self.record = RunRecord(
             run_id=new_run_id(),
             path=self.path.name,
@@ -133,22 +132,16 @@ class PipelineWidget(widgets.VBox):
         return self.record
 
     def _run(self, record: RunRecord) -> None:
-        from compiler.runtime import run_pipeline
-
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: Mapping[str, Any]) -> None:
             record.record_event(event)
             self._render()
 
         options = {k: v for k, v in self.run_options.items() if v is not None}
         try:
-            result = run_pipeline(
-                self.spec or {},
-                notebook_path=self.path,
-                params=self.params or None,
-                on_event=on_event,
-                run_id=record.run_id,
-                **options,
+            prepared = prepare_run(
+                self.path, spec=self.spec or {}, parameters=self.params, run_id=record.run_id
             )
+            result = run_notebook(prepared, listeners=[on_event], **options)
         except Exception as exc:
             record.finish(None, "".join(traceback.format_exception_only(type(exc), exc)).strip())
         else:

@@ -12,6 +12,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from compiler.model.hashing import file_digest
+
 
 @pytest.fixture(scope="session")
 def dask_scheduler_address() -> Iterator[str]:
@@ -97,6 +99,7 @@ def make_pipeline(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], Path]]:
                     "timeout": task.get("timeout"),
                     "cache": task.get("cache", True),
                     "datasets": {"reads": task.get("reads", []), "writes": []},
+                    "imports": [],
                 }
             )
         path = folder / f"{name}.ipynb"
@@ -105,7 +108,7 @@ def make_pipeline(tmp_path: Path) -> Callable[..., tuple[dict[str, Any], Path]]:
             "schema_version": 1,
             "name": name,
             "version": _version([t["version"] for t in spec_tasks]),
-            "notebook": {"file": path.name, "digest": "0" * 64},
+            "notebook": {"file": path.name, "digest": file_digest(path)},
             "parameters": parameters,
             "tasks": spec_tasks,
         }

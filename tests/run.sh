@@ -44,6 +44,8 @@ echo "== ruff"
 .venv/bin/ruff format --check compiler jupyter_ext tests
 echo "== mypy"
 .venv/bin/mypy compiler
+echo "== import contract (pyproject's [tool.importlinter]: the layers of ARCHITECTURE.md)"
+.venv/bin/lint-imports --no-cache
 
 echo "== pytest"
 set +e

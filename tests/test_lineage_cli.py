@@ -48,7 +48,6 @@ def recorded_run(
             scheduler=scheduler,
             on_event=recorder,
             run_id=recorder.run_id,
-            record_lineage=False,  # the recorder above is this run's
         )
         recorder.finish(result)
     store.close()
@@ -323,7 +322,7 @@ def on_event(event):
 
 recorder.start()
 run_pipeline(spec, notebook_path=notebook, scheduler=cluster.scheduler_address,
-             on_event=on_event, run_id=recorder.run_id, record_lineage=False)
+             on_event=on_event, run_id=recorder.run_id)
 """
 
 

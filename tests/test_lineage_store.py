@@ -46,7 +46,7 @@ from compiler.lineage.schema import (
     task_runs,
 )
 from compiler.lineage.store import HEAD_REVISION, MIGRATIONS_DIR
-from compiler.runtime import run_pipeline
+from compiler.ops.run import run_spec
 from tests.lineage_fixtures import chain_events, chain_spec
 from tests.postgres_fixture import postgres_server, postgres_unavailable
 
@@ -589,7 +589,7 @@ def test_a_damaged_lineage_database_warns_but_never_stops_the_run(
         c.execute("DROP TABLE task_outputs")
         c.execute("DROP TABLE task_runs")
     with pytest.warns(UserWarning, match="lineage not recorded"):
-        result = run_pipeline(
+        result = run_spec(
             spec,
             notebook_path=notebook,
             scheduler=dask_scheduler_address,

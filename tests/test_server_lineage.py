@@ -49,9 +49,9 @@ def flow_notebook(root: Path) -> Path:
 
 def record_run(notebook: Path, scheduler: str, **params: Any) -> str:
     """Run the notebook as `kiln run` would (lineage beside it, output notebook in .kiln/)."""
-    from compiler.runtime import run_pipeline
+    from compiler.ops.run import run_spec
 
-    result = run_pipeline(
+    result = run_spec(
         compile_notebook(notebook).spec,
         notebook_path=str(notebook),
         scheduler=scheduler,

@@ -74,8 +74,8 @@ class FakeResult:
 def test_run_manager_records_events_and_result(root: Path):
     seen: dict[str, Any] = {}
 
-    def runner(spec, *, notebook_path, params, output_notebook, on_event, run_id, scheduler=None):
-        seen.update(spec=spec, notebook_path=notebook_path, params=params, scheduler=scheduler)
+    def runner(spec, *, notebook_path, params, output_notebook, on_event, run_id, **options):
+        seen.update(spec=spec, notebook_path=notebook_path, params=params, **options)
         on_event({"type": "run", "run_id": run_id, "status": "started", "dashboard": "http://d"})
         on_event({"type": "task", "run_id": run_id, "task": "a", "status": "running"})
         on_event({"type": "task", "run_id": run_id, "task": "a", "status": "done", "duration": 1.5})
@@ -106,8 +106,8 @@ def test_run_manager_records_events_and_result(root: Path):
     assert data["dashboard"] == "http://d"
     assert data["output_notebook"] == f"sub/kiln-runs/nb/{record.run_id}.ipynb"
     assert [e["status"] for e in data["events"]] == ["started", "running", "done"]
-    assert data["notes"] == ["workers not used: this Kiln runtime has no such option yet"]
     assert seen["params"] == {"n": 2} and seen["scheduler"] == "tcp://x:1"
+    assert seen["workers"] == 3  # every option reaches the library (no signature guessing)
     assert manager.list("sub/nb.ipynb") == [record] and manager.list("other.ipynb") == []
     assert record.to_dict(since=2)["events"] == [data["events"][2]]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.lineage.defaults import ENV_URL
+from compiler.model.units import format_bytes
 
 if TYPE_CHECKING:
     from compiler.lineage.store import LineageStore
@@ -459,17 +460,6 @@ def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
     ]
     out.insert(1, indent + "  ".join("-" * w for w in widths))
     return "\n".join(out)
-
-
-def format_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 def _short(digest: str | None) -> str:

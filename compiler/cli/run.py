@@ -1,6 +1,7 @@
 """`kiln run`: options, live progress on stderr, and the closing table (or JSON) on stdout.
 
-`compiler/cli.py` adds the NOTEBOOK argument, compiles the notebook, then calls `run_command`.
+`compiler/cli/main.py` adds the NOTEBOOK argument, compiles the notebook, then calls
+`run_command`.
 Exit codes: 0 every task succeeded (done or cached), 1 the run failed, 2 the run could not start
 (bad parameter, unknown task in --force, resources no worker has, no cluster).
 """
@@ -16,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from compiler.runtime.cluster import ResourceUnavailable, format_bytes
-from compiler.runtime.parameters import coerce_parameters
+from compiler.model.units import format_bytes
+from compiler.ops.run import RunRefused, prepare_run, run_notebook
+from compiler.runtime.cluster import ResourceUnavailable
 from compiler.runtime.results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_STARTED = 0, 1, 2
@@ -193,29 +195,25 @@ def _print_failures(result: RunResult, stream: TextIO) -> None:
 
 
 def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path: Any) -> int:
-    """Run a compiled spec as `kiln run` does; returns the exit code."""
-    from compiler.runtime.runner import (
-        run_pipeline,  # here: `kiln --help` and `kiln check` never run anything
-    )
-
+    """Run a compiled spec as `kiln run` does (through compiler.ops.run); the exit code."""
     try:
-        params = coerce_parameters(spec, dict(args.parameters or []))
-    except ValueError as exc:
+        prepared = prepare_run(
+            Path(notebook_path), spec=spec, raw_parameters=dict(args.parameters or [])
+        )
+    except RunRefused as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     progress = ProgressDisplay(sys.stderr)
     try:
-        result = run_pipeline(
-            spec,
-            notebook_path=Path(notebook_path),
-            params=params,
+        result = run_notebook(
+            prepared,
+            listeners=[progress],
             scheduler=args.scheduler,
             workers=args.workers,
             use_cache=not args.no_cache,
             force=args.force or (),
             store_url=args.store,
             output_notebook=getattr(args, "output_notebook", None),
-            on_event=progress,
             lineage_db=getattr(args, "lineage_db", None),
             record_lineage=not getattr(args, "no_lineage", False),
             working_dir=getattr(args, "workdir", None),

@@ -6,7 +6,6 @@ Pure functions over the frozen records of `analysis.py`; nothing is parsed or ex
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from compiler.compile.analysis import (
 from compiler.compile.notebook import Cell, Notebook
 from compiler.compile.tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
 from compiler.model.diagnostics import Diagnostic
+from compiler.model.hashing import short_digest
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,7 @@ class Pipeline:
 
 
 def short_hash(payload: Any) -> str:
-    data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
+    return short_digest(payload)
 
 
 def _diag(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compiler.model import hashing
 from compiler.model.diagnostics import NotebookLoadError
 
 
@@ -94,10 +94,9 @@ def notebook_from_node(node: Any, name: str, path: str | None = None) -> Noteboo
                 tags=tags,
             )
         )
-    digest = hashlib.sha256(
-        json.dumps(node, sort_keys=True, ensure_ascii=False).encode()
-    ).hexdigest()
-    return Notebook(name=name, path=path, digest=digest, cells=tuple(cells), node=node)
+    return Notebook(
+        name=name, path=path, digest=hashing.digest(node), cells=tuple(cells), node=node
+    )
 
 
 def load_notebook(path: str | Path, text: str | None = None) -> Notebook:

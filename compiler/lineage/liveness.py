@@ -16,16 +16,10 @@ from sqlalchemy.engine import Connection
 
 from compiler.lineage.run_context import process_alive
 from compiler.lineage.schema import runs, task_runs
-from compiler.lineage.store import LineageStore, utcnow
+from compiler.lineage.store import LineageStore
+from compiler.model.clock import as_utc, utcnow
 
 HEARTBEAT_WINDOW_S = 300.0
-
-
-def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
-    """SQLite gives naive datetimes back; every time we write is UTC."""
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _is_dead(row: Any, host: str, now: dt.datetime, window_s: float) -> bool:

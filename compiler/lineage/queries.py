@@ -23,7 +23,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.engine import Connection, Row
 
-from compiler.lineage.liveness import as_utc
 from compiler.lineage.run_context import file_digest
 from compiler.lineage.schema import (
     artifacts,
@@ -36,6 +35,7 @@ from compiler.lineage.schema import (
     task_runs,
 )
 from compiler.lineage.store import LineageStore
+from compiler.model.clock import as_utc
 
 MIN_PREFIX = 4
 

@@ -17,8 +17,6 @@ A recorder never raises into the run: a failing write is logged once and counted
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import random
@@ -46,7 +44,10 @@ from compiler.lineage.schema import (
     task_outputs,
     task_runs,
 )
-from compiler.lineage.store import LineageStore, insert_ignoring_duplicates, is_transient, utcnow
+from compiler.lineage.store import LineageStore, insert_ignoring_duplicates, is_transient
+from compiler.model.clock import utcnow
+from compiler.model.hashing import digest
+from compiler.model.ids import new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,8 @@ SUMMARY_KEYS = ("shape", "dtype", "dtypes", "columns", "len", "length", "ndim")
 _STOP = object()
 
 
-def new_run_id() -> str:
-    """Same shape as the runtime's run ids: 16 random hex digits, random first."""
-    import uuid
-
-    return uuid.uuid4().hex[:16]
-
-
 def spec_digest(spec: Mapping[str, Any]) -> str:
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=repr)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return digest(spec)
 
 
 def artifact_summary(info: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -211,9 +204,7 @@ class RunRecorder:
         git = git_state(self.notebook_path)
         now = utcnow()
         notebook = dict(self.spec.get("notebook") or {})
-        notebook_digest = notebook.get("digest")
-        if not notebook_digest or set(str(notebook_digest)) == {"0"}:
-            notebook_digest = file_digest(self.notebook_path)
+        notebook_digest = notebook.get("digest") or file_digest(self.notebook_path)
         pipeline_row = {
             "name": str(self.spec.get("name", "")),
             "version": str(self.spec.get("version", "")),
@@ -401,9 +392,12 @@ class RunRecorder:
             status = event.get("status")
             if status == "started":
                 values = {"dashboard": event.get("dashboard"), "heartbeat_at": utcnow()}
-                address = event.get("scheduler_address") or event.get("scheduler")
-                if address:
-                    values["scheduler_address"] = address
+                if event.get("scheduler_address"):
+                    values["scheduler_address"] = event["scheduler_address"]
+                if event.get("parameters") is not None:
+                    # Computed defaults (a date, a uuid) are known once the run has started.
+                    self.parameters = {**self.parameters, **dict(event["parameters"])}
+                    values["parameters"] = self.parameters
                 connection.execute(update(runs).where(runs.c.id == self.run_id).values(values))
             elif status in ("succeeded", "failed"):
                 self._write_end(connection, str(status), None, event.get("output_notebook"))

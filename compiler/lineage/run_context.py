@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 # One digest for files everywhere: lineage digests and the runtime's cache inputs must agree.
-from compiler.runtime.cache import MISSING as MISSING
-from compiler.runtime.cache import file_digest as file_digest
+from compiler.model.hashing import MISSING as MISSING
+from compiler.model.hashing import file_digest as file_digest
 
 # Packages whose version can change a result; the ones not installed are left out.
 KEY_PACKAGES = (

@@ -10,7 +10,6 @@ notebook. Opening upgrades the schema to the newest Alembic revision; when it is
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import random
 import time
@@ -39,10 +38,6 @@ T = TypeVar("T")
 
 class LineageStoreError(RuntimeError):
     """The lineage database cannot be opened or used."""
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def default_url_for(notebook_path: str | Path) -> str:
@@ -331,5 +326,4 @@ __all__ = [
     "open_store",
     "resolve_url",
     "upgrade_schema",
-    "utcnow",
 ]

@@ -7,7 +7,6 @@ requirements. Same notebook, same version: a bundle is written once and never ch
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -23,6 +22,7 @@ import nbformat
 from compiler import __version__
 from compiler.compile.api import CompileResult
 from compiler.compile.emit import spec_json
+from compiler.model.hashing import short_digest
 from compiler.runtime.cache import local_module_digests, local_module_paths
 
 RUN_PY = '''#!/usr/bin/env python3
@@ -36,7 +36,7 @@ Needs the packages in requirements.txt (nbkiln included). Lineage is recorded li
 import sys
 from pathlib import Path
 
-from compiler.ops.bundle import main
+from compiler.cli.bundle import main
 
 if __name__ == "__main__":
     sys.exit(main(Path(__file__).resolve().parent, sys.argv[1:]))
@@ -73,8 +73,7 @@ def bundle_version(pipeline_version: str, modules: dict[str, Path]) -> str:
     if not modules:
         return pipeline_version
     digests = local_module_digests(sorted(modules), next(iter(modules.values())).parent)
-    payload = json.dumps([pipeline_version, digests], sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
+    return short_digest([pipeline_version, digests])
 
 
 def requirements_for(modules: list[str]) -> list[str]:

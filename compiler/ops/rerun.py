@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from compiler.lineage.queries import LineageNotFound, load_run, own_code, resolve_run_id
-from compiler.lineage.recorder import RunRecorder, new_run_id
 from compiler.lineage.store import LineageStore
+from compiler.model.events import Listener
+from compiler.ops.run import RunRefused, prepare_run, run_notebook
 
 
 class RerunRefused(RuntimeError):
@@ -83,28 +84,25 @@ def rerun(
     current_code: bool = False,
     scheduler: str | None = None,
     workers: int | None = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Listener | None = None,
 ) -> RerunReport:
     """Recompile the run's notebook, rerun it with the recorded parameters, compare digests.
 
     Refuses (RerunRefused) when the notebook is gone, does not compile, or compiles to another
     pipeline version than the recorded one, unless `current_code` (then parameters the current
     code no longer has are dropped)."""
-    from compiler.compile.api import compile_notebook
-    from compiler.runtime import run_pipeline
-
     with store.reading() as connection:
         original = load_run(connection, resolve_run_id(connection, run_id))
     notebook = Path(original.run["notebook_path"])
     if not notebook.exists():
         raise RerunRefused(f"the notebook of run {original.run['run_id']} is gone: {notebook}")
-    compiled = compile_notebook(notebook)
-    spec = compiled.spec
-    if spec is None:
-        first = next((d for d in compiled.diagnostics if d.severity == "error"), None)
+    try:
+        spec = prepare_run(notebook).spec
+    except RunRefused as refused:
+        first = next((d for d in refused.diagnostics if d.severity == "error"), None)
         raise RerunRefused(
-            f"{notebook} does not compile any more: {first.render() if first else ''}"
-        )
+            f"{notebook} does not compile any more: {first.render() if first else refused}"
+        ) from None
     recorded_version = original.pipeline["version"]
     if spec["version"] != recorded_version and not current_code:
         changed = _changed_tasks(original.spec_tasks, spec)
@@ -117,39 +115,25 @@ def rerun(
     params = dict(original.run["parameters"])
     if current_code:
         params = {k: v for k, v in params.items() if k in (spec.get("parameters") or {})}
-    new_id = new_run_id()
-    with RunRecorder(
-        store,
-        spec,
-        notebook,
-        params,
-        new_id,
-        store_url=original.run["store_url"],
+    try:
+        prepared = prepare_run(notebook, spec=spec, parameters=params)
+    except RunRefused as refused:
+        raise RerunRefused(str(refused)) from None
+    new_id = prepared.run_id
+    # Every task is forced rather than run with use_cache=False: the runtime only digests
+    # (stores) outputs when the cache is on, and the digests are what we compare. Forced
+    # tasks never read the cache.
+    result = run_notebook(
+        prepared,
+        listeners=[on_event] if on_event is not None else [],
+        lineage_store=store,
         rerun_of=original.run["run_id"],
-    ) as recorder:
-
-        def both(event: dict[str, Any]) -> None:
-            recorder(event)
-            if on_event is not None:
-                on_event(event)
-
-        # Every task is forced rather than run with use_cache=False: the runtime only digests
-        # (stores) outputs when the cache is on, and the digests are what we compare. Forced
-        # tasks never read the cache.
-        result = run_pipeline(
-            spec,
-            notebook_path=notebook,
-            params=params,
-            scheduler=scheduler,
-            workers=workers,
-            use_cache=True,
-            force=[t["name"] for t in spec["tasks"]],
-            store_url=original.run["store_url"],
-            on_event=both,
-            run_id=new_id,
-            record_lineage=False,  # this recorder writes the run, with its rerun_of link
-        )
-        recorder.finish(result)
+        scheduler=scheduler,
+        workers=workers,
+        use_cache=True,
+        force=[t["name"] for t in spec["tasks"]],
+        store_url=original.run["store_url"],
+    )
     with store.reading() as connection:
         repeated = load_run(connection, new_id)
     before = _digests(original.outputs, original.writes)

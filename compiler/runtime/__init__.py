@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from compiler.runtime.cluster import ResourceUnavailable
+    from compiler.runtime.driver import run_pipeline
     from compiler.runtime.executor import TaskFailed, TaskTimeout
     from compiler.runtime.parameters import coerce_parameters, resolve_parameters
     from compiler.runtime.results import RunResult, TaskResult
-    from compiler.runtime.runner import run_pipeline
 
 _WHERE = {
     "ResourceUnavailable": ".cluster",
@@ -27,7 +27,7 @@ _WHERE = {
     "resolve_parameters": ".parameters",
     "RunResult": ".results",
     "TaskResult": ".results",
-    "run_pipeline": ".runner",
+    "run_pipeline": ".driver",
 }
 
 __all__ = [

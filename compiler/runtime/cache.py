@@ -26,7 +26,8 @@ from typing import IO, Any
 import cloudpickle
 import fsspec
 
-MISSING = "missing"
+from compiler.model.hashing import digest, file_digest
+
 _CHUNK = 1 << 20
 
 
@@ -37,43 +38,14 @@ def cache_key(
     dataset_digests: Mapping[str, str],
 ) -> str:
     """sha256 over everything that decides a task's outputs."""
-    payload = json.dumps(
+    return digest(
         {
             "version": task_version,
             "parameters": dict(parameter_values),
             "upstream": list(upstream_keys),
             "datasets": dict(dataset_digests),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        default=_stable_text,  # a parameter value JSON cannot hold still gets a stable text
+        }
     )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _stable_text(value: Any) -> Any:
-    """A set's repr follows the hash seed, which differs per process: sort its members."""
-    if isinstance(value, set | frozenset):
-        return sorted(json.dumps(v, sort_keys=True, default=_stable_text) for v in value)
-    return repr(value)
-
-
-def file_digest(path: Path, pattern: str = "*") -> str:
-    """sha256 of a file's content; a folder (e.g. a parquet dataset) hashes its files, or only
-    those matching `pattern`."""
-    if path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
-    if path.is_dir():
-        digest = hashlib.sha256()
-        for child in sorted(p for p in path.rglob(pattern) if p.is_file()):
-            digest.update(str(child.relative_to(path)).encode() + b"\0")
-            digest.update(file_digest(child).encode())
-        return digest.hexdigest()
-    return MISSING
 
 
 def dataset_digests(reads: Iterable[str], notebook_dir: Path) -> dict[str, str]:
@@ -248,9 +220,9 @@ class ArtifactStore:
 
     def discard_artifacts(self, digests: Iterable[str]) -> None:
         """Remove damaged artifacts, so recomputing the task writes them afresh."""
-        for digest in digests:
-            path = self.artifact_path(digest)
-            if digest and digest != "None" and self.fs.exists(path):
+        for artifact in digests:
+            path = self.artifact_path(artifact)
+            if artifact and artifact != "None" and self.fs.exists(path):
                 self.fs.rm(path)
 
 

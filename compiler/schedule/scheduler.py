@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -28,12 +27,13 @@ from sqlalchemy.exc import IntegrityError
 
 from compiler.lineage.schema import schedule_runs, schedules
 from compiler.lineage.store import LineageStore
+from compiler.model.clock import utcnow
+from compiler.model.names import SCHEDULE_NAME_MAX, is_schedule_name
 from compiler.schedule.options import ENGINES as ENGINES
 from compiler.schedule.options import MISSED_POLICIES as MISSED_POLICIES
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # A due time older than this when the scheduler sees it was missed (scheduler down or asleep).
 MISSED_AFTER = dt.timedelta(seconds=90)
 # A scheduler writes a heartbeat on each run it is running at most this often; a `running` row
@@ -49,10 +49,6 @@ class ScheduleError(ValueError):
 class ScheduleExists(ScheduleError):
     """A schedule of that name is already in the database (the insert itself says so, so two
     clients adding the same name at once cannot both succeed)."""
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -166,8 +162,11 @@ def add_schedule(
     missed: str = "run_once",
     now: dt.datetime | None = None,
 ) -> Schedule:
-    if not NAME_RE.match(name):
-        raise ScheduleError(f"schedule name {name!r}: use letters, digits, '.', '_' and '-'")
+    if not is_schedule_name(name):
+        raise ScheduleError(
+            f"schedule name {name!r}: use up to {SCHEDULE_NAME_MAX} letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit"
+        )
     if engine not in ENGINES:
         raise ScheduleError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if missed not in MISSED_POLICIES:

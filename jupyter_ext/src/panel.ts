@@ -217,9 +217,6 @@ export class PipelinePanel extends Widget {
       if (run.error) {
         section.append(el('div', 'kiln-Run-error', run.error));
       }
-      for (const note of run.notes ?? []) {
-        section.append(el('div', 'kiln-Run-note', note));
-      }
       for (const [name, state] of Object.entries(run.tasks)) {
         if (state.status !== 'failed' || !state.error) {
           continue;

@@ -1,7 +1,8 @@
 /**
- * The shapes the server answers with. They mirror `compiler/schema/pipeline.schema.json`,
- * `compiler.diagnostics.Diagnostic.to_dict()` and `jupyter_ext/runs.py`; the frontend only
- * reads them, it never computes a DAG itself.
+ * The shapes the server answers with. They mirror `compiler/model/schema/pipeline.schema.json`,
+ * `compiler.model.diagnostics.Diagnostic.to_dict()` and `jupyter_ext/runs.py`; the frontend only
+ * reads them, it never computes a DAG itself. The status unions spell `compiler/model/statuses.py`
+ * (tests/test_architecture.py fails when they differ).
  */
 
 export interface IDiagnostic {
@@ -55,7 +56,9 @@ export type TaskStatus =
   | 'cached'
   | 'done'
   | 'failed'
-  | 'upstream_failed';
+  | 'upstream_failed'
+  | 'interrupted'
+  | 'not_run';
 
 export interface ITaskError {
   cell_index?: number | null;
@@ -73,7 +76,13 @@ export interface ITaskState {
   attempts?: number;
 }
 
-export type RunStatus = 'starting' | 'running' | 'succeeded' | 'failed';
+export type RunStatus =
+  | 'starting'
+  | 'started'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'interrupted';
 
 export interface IRunState {
   run_id: string;
@@ -86,8 +95,6 @@ export interface IRunState {
   scheduler?: string | null;
   output_notebook: string | null;
   error: string | null;
-  /** Options this Kiln runtime does not take, so they were left out of the run. */
-  notes?: string[];
   tasks: { [task: string]: ITaskState };
   event_count?: number;
 }
@@ -110,7 +117,7 @@ export const DEFAULT_SETTINGS: IKilnSettings = {
 };
 
 export function isFinalRun(status: RunStatus): boolean {
-  return status === 'succeeded' || status === 'failed';
+  return status === 'succeeded' || status === 'failed' || status === 'interrupted';
 }
 
 /** A file a task read or wrote (`jupyter_ext/history.py`); `path` is null outside the root. */

@@ -45,7 +45,7 @@ from compiler.lineage.schema import (  # noqa: E402
     task_outputs,
     task_runs,
 )
-from compiler.lineage.store import utcnow  # noqa: E402
+from compiler.model.clock import utcnow  # noqa: E402
 from tests.nbutil import make_notebook  # noqa: E402
 
 
@@ -78,7 +78,6 @@ def run_once(spec: dict[str, Any], notebook: Path, scheduler: str, on_event: Any
         scheduler=scheduler,
         force=[t["name"] for t in spec["tasks"]],
         on_event=on_event,
-        record_lineage=False,  # recording is measured through the recorder passed in
     )
 
 

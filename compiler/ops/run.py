@@ -1,0 +1,248 @@
+"""Running a notebook: the one path every face takes (CLI, server, widget, papermill engine,
+rerun, the bundle's run.py).
+
+    prepared = prepare_run("train.ipynb", raw_parameters={"n": "3"})   # compile + parameters
+    result = run_notebook(prepared, listeners=[progress])              # runtime + lineage
+
+Read top to bottom like papermill's execute_notebook: load and compile (through the compile
+cache), check and type the parameters, mint the run id; then run the spec on the runtime with
+its listeners: the lineage recorder (unless turned off) and whatever the face passes (progress
+display, the server's run record, the widget). Lineage must not stop a run: a store that
+cannot be opened is a warning, and the run goes on unrecorded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compiler.compile.cache import compiled_spec
+from compiler.lineage.recorder import RunRecorder
+from compiler.lineage.store import LineageStore, open_store
+from compiler.model.diagnostics import Diagnostic
+from compiler.model.events import Listener
+from compiler.model.ids import new_run_id
+from compiler.runtime.cache import ArtifactStore
+from compiler.runtime.driver import run_pipeline
+from compiler.runtime.parameters import coerce_parameters, resolve_parameters
+from compiler.runtime.results import RunResult
+
+
+class RunRefused(ValueError):
+    """The notebook does not compile, or the parameters do not fit it: nothing ran."""
+
+    def __init__(self, message: str, diagnostics: list[Diagnostic] | None = None):
+        super().__init__(message)
+        self.diagnostics = diagnostics or []
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What a run needs before it starts, the same whichever face started it."""
+
+    notebook_path: Path
+    spec: Mapping[str, Any]
+    parameters: Mapping[str, Any]  # typed overrides of the spec's defaults
+    run_id: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)  # warnings of the compile
+
+
+def prepare_run(
+    notebook_path: str | Path,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    raw_parameters: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+) -> PreparedRun:
+    """Compile (unless the caller already has the `spec`) and check the parameters: typed
+    `parameters`, or `raw_parameters` as strings typed like papermill (`-p n 3`). Raises
+    NotebookLoadError for an unreadable notebook and RunRefused (with the diagnostics) for one
+    with errors or for parameters it does not declare."""
+    path = Path(notebook_path)
+    diagnostics: list[Diagnostic] = []
+    if spec is None:
+        compiled, diagnostics = compiled_spec(path)
+        if compiled is None:
+            errors = [d for d in diagnostics if d.severity == "error"]
+            raise RunRefused(f"{path.name} does not compile ({len(errors)} error(s))", diagnostics)
+        spec = compiled
+    try:
+        typed = dict(parameters or {})
+        if raw_parameters:
+            typed.update(coerce_parameters(spec, raw_parameters))
+        resolve_parameters(spec, typed)  # unknown names refused before anything starts
+    except ValueError as exc:
+        raise RunRefused(str(exc), diagnostics) from None
+    return PreparedRun(path, spec, typed, run_id or new_run_id(), diagnostics)
+
+
+def run_notebook(
+    prepared: PreparedRun,
+    *,
+    listeners: Iterable[Listener] = (),
+    lineage_db: str | None = None,
+    lineage_store: LineageStore | None = None,
+    record_lineage: bool = True,
+    rerun_of: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    memory_limit: int | str | None = None,
+    use_cache: bool = True,
+    force: Iterable[str] = (),
+    store_url: str | None = None,
+    output_notebook: str | Path | None = None,
+    working_dir: str | Path | None = None,
+) -> RunResult:
+    """Run a prepared notebook on Dask, recorded in lineage (`lineage_db`: a SQLAlchemy URL;
+    default $KILN_LINEAGE_DB, else `.kiln/lineage.db` beside the notebook, or in
+    `working_dir`), or in `lineage_store` (an open store the caller closes). Raises what the
+    runtime raises before anything runs (ResourceUnavailable, ValueError); task failures are in
+    the result."""
+    return run_spec(
+        prepared.spec,
+        notebook_path=prepared.notebook_path,
+        params=prepared.parameters,
+        run_id=prepared.run_id,
+        listeners=listeners,
+        lineage_db=lineage_db,
+        lineage_store=lineage_store,
+        record_lineage=record_lineage,
+        rerun_of=rerun_of,
+        scheduler=scheduler,
+        workers=workers,
+        memory_limit=memory_limit,
+        use_cache=use_cache,
+        force=force,
+        store_url=store_url,
+        output_notebook=output_notebook,
+        working_dir=working_dir,
+    )
+
+
+def run_spec(
+    spec: Mapping[str, Any],
+    *,
+    notebook_path: str | Path,
+    params: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    on_event: Listener | None = None,
+    listeners: Iterable[Listener] = (),
+    lineage_db: str | None = None,
+    lineage_store: LineageStore | None = None,
+    record_lineage: bool = True,
+    rerun_of: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    memory_limit: int | str | None = None,
+    use_cache: bool = True,
+    force: Iterable[str] = (),
+    store_url: str | None = None,
+    output_notebook: str | Path | None = None,
+    working_dir: str | Path | None = None,
+) -> RunResult:
+    """A compiled spec through the runtime, with the lineage recorder as one more listener."""
+    run_id = run_id or new_run_id()
+    notebook = Path(notebook_path).resolve()
+    workdir = Path(working_dir).resolve() if working_dir else None
+    recorder = (
+        _open_recorder(
+            spec,
+            notebook,
+            params,
+            run_id,
+            lineage_db=lineage_db,
+            lineage_store=lineage_store,
+            scheduler=scheduler,
+            store_url=store_url,
+            working_dir=workdir,
+            rerun_of=rerun_of,
+        )
+        if record_lineage
+        else None
+    )
+    owns_store = lineage_store is None
+    everyone: list[Listener] = [*([on_event] if on_event else []), *listeners]
+    if recorder is not None:
+        everyone.append(recorder)
+    try:
+        result = run_pipeline(
+            spec,
+            notebook_path=notebook,
+            params=params,
+            scheduler=scheduler,
+            workers=workers,
+            use_cache=use_cache,
+            force=force,
+            store_url=store_url,
+            output_notebook=output_notebook,
+            listeners=everyone,
+            run_id=run_id,
+            memory_limit=memory_limit,
+            working_dir=workdir,
+        )
+    except BaseException as exc:
+        if recorder is not None:
+            _close_recorder(recorder, None, exc, owns_store)
+        raise
+    if recorder is not None:
+        _close_recorder(recorder, result, None, owns_store)
+    return result
+
+
+def _open_recorder(
+    spec: Mapping[str, Any],
+    notebook: Path,
+    params: Mapping[str, Any] | None,
+    run_id: str,
+    *,
+    lineage_db: str | None,
+    lineage_store: LineageStore | None,
+    scheduler: str | None,
+    store_url: str | None,
+    working_dir: Path | None,
+    rerun_of: str | None,
+) -> RunRecorder | None:
+    """Lineage of every run, whoever started it: the run and its tasks are written before the
+    runtime starts (a run that cannot start is recorded failed, with why)."""
+    folder = working_dir or notebook.parent
+    store = lineage_store
+    try:
+        if store is None:
+            store = open_store(lineage_db, folder / notebook.name)
+        recorder = RunRecorder(
+            store,
+            spec,
+            notebook,
+            resolve_parameters(spec, params),
+            run_id,
+            scheduler_address=scheduler,
+            store_url=store_url or ArtifactStore.default_for(folder).url,
+            working_dir=working_dir,
+            rerun_of=rerun_of,
+        )
+        recorder.start()
+        return recorder
+    except Exception as exc:  # lineage must not stop a run (a bad URL, a damaged database)
+        if store is not None and lineage_store is None:
+            store.close()
+        warnings.warn(f"kiln: lineage not recorded for this run: {exc}", stacklevel=3)
+        return None
+
+
+def _close_recorder(
+    recorder: RunRecorder, result: RunResult | None, error: BaseException | None, owns_store: bool
+) -> None:
+    try:
+        if result is not None:
+            recorder.finish(result)
+        elif error is not None:
+            status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            recorder.fail(error, status)
+    finally:
+        recorder.close()
+        if owns_store:
+            recorder.store.close()

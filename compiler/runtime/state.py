@@ -1,0 +1,546 @@
+"""The run's decisions as a pure state machine: an event in, instructions out.
+
+Modelled on Dask's worker state machine: `RunState.handle(event)` never talks to Dask, a
+store or a clock. The driver (driver.py) turns what happened on the cluster into events
+(`Started`, `AttemptRunning`, `AttemptSucceeded`, `AttemptFailed`, `Tick`, `MemoryPlacement`)
+and carries out the instructions it gets back (`Submit`, `Cancel`, `KillWorker`,
+`FindMoreMemory`, `StoreManifest`, `Release`, `Emit`). Retries with backoff, memory
+escalation, hard timeouts, cache hits and upstream failures are therefore unit-tested without a
+cluster (tests/test_runtime_state.py); the cluster tests check the driver does what it is told.
+
+Time is an argument (`now`, monotonic seconds), as in the scheduler's `tick(now)`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.model.clock import iso_now
+from compiler.model.events import RunEvent, TaskEvent
+from compiler.model.spec import PipelineSpec, TaskSpec
+from compiler.model.statuses import (
+    CACHED,
+    DONE,
+    FAILED,
+    RETRYING,
+    RUNNING,
+    SUCCEEDED_STATES,
+    UPSTREAM_FAILED,
+    WAITING,
+    RunStatus,
+    TaskStatus,
+)
+from compiler.model.units import format_bytes
+from compiler.runtime.plan import RunPlan
+from compiler.runtime.results import RunResult, TaskResult
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+MAX_MEMORY_RETRIES = 2
+HARD_TIMEOUT_GRACE_S = 3.0
+MEMORY_REASONS = ("memory", "worker_died")
+
+
+def backoff_delay(retry_number: int) -> float:
+    """Seconds to wait before retry number `retry_number` (0-based): 0.5 s, 1 s, 2 s, ... 30 s."""
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**retry_number))
+
+
+def hard_timeout_deadline(running_since: float, timeout: float) -> float:
+    """When to stop waiting for a task the worker could not interrupt (blocked in C code such
+    as time.sleep or a socket read): the timeout plus a grace period."""
+    return running_since + timeout + max(HARD_TIMEOUT_GRACE_S, 0.1 * timeout)
+
+
+def attempt_key(task: str, cache_key: str, run_id: str, attempt: int) -> str:
+    """The Dask key of one attempt: readable in the dashboard, unique per run and attempt."""
+    key = f"{task}-{cache_key[:8]}-{run_id[:8]}"
+    return key if attempt == 1 else f"{key}-{attempt}"
+
+
+# -- events in ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Started:
+    now: float
+
+
+@dataclass(frozen=True)
+class AttemptRunning:
+    task: str
+    key: str
+    worker: str | None
+    now: float
+
+
+@dataclass(frozen=True)
+class AttemptSucceeded:
+    task: str
+    key: str
+    record: Mapping[str, Any]  # what the worker reported: cells, outputs, duration, memory
+    now: float
+
+
+@dataclass(frozen=True)
+class AttemptFailed:
+    task: str
+    key: str
+    error: Mapping[str, Any]  # cell_index, cell_id, line, ename, evalue, traceback, reason
+    record: Mapping[str, Any] | None
+    now: float
+
+
+@dataclass(frozen=True)
+class MemoryPlacement:
+    """The driver's answer to FindMoreMemory: a placement with more memory, or None."""
+
+    task: str
+    placement: Any | None  # cluster.Placement
+    memory: float | None  # bytes the new placement asks for
+    now: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    now: float
+
+
+# -- instructions out -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Submit:
+    task: str
+    key: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    task: str
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    worker: str
+
+
+@dataclass(frozen=True)
+class FindMoreMemory:
+    task: str
+    placement: Any  # the placement that ran out of memory
+    memory_limit: int | None  # the worker's limit when it did, if known
+
+
+@dataclass(frozen=True)
+class StoreManifest:
+    task: str
+    cache_key: str
+    manifest: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Release:
+    """Nothing will read this task's values any more: drop its futures so Dask frees them."""
+
+    task: str
+
+
+@dataclass(frozen=True)
+class Emit:
+    event: RunEvent | TaskEvent
+
+
+Instruction = Submit | Cancel | KillWorker | FindMoreMemory | StoreManifest | Release | Emit
+
+
+@dataclass
+class TaskState:
+    spec: TaskSpec
+    result: TaskResult
+    hit_manifest: dict[str, Any] | None
+    previous_manifest: dict[str, Any] | None
+    placement: Any
+    remaining_upstream: int
+    consumers_left: int = 0
+    blocked: bool = False  # some upstream task failed
+    changed: bool = False  # ran and produced outputs other than its previous cache entry
+    retries_used: int = 0
+    memory_retries: int = 0
+    current_key: str | None = None
+    running_on: str | None = None
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    pending_failure: tuple[dict[str, Any], dict[str, Any]] | None = None  # awaiting placement
+
+
+class RunState:
+    """Every decision of one run. Construct from a plan, then feed events to `handle`."""
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        plan: RunPlan,
+        *,
+        run_id: str,
+        use_cache: bool,
+        placements: Mapping[str, Any] | None = None,
+    ):
+        self.spec = spec
+        self.run_id = run_id
+        self.use_cache = use_cache
+        self.started = iso_now()
+        self.tasks: dict[str, TaskState] = {}
+        self.downstream: dict[str, list[str]] = {t.name: [] for t in spec.tasks}
+        for task in spec.tasks:
+            planned = plan.tasks[task.name]
+            self.tasks[task.name] = TaskState(
+                spec=task,
+                result=TaskResult(
+                    name=task.name,
+                    version=task.version,
+                    cache_key=planned.cache_key,
+                    resources=dict(task.resources),
+                    cache_note=planned.cache_note,
+                ),
+                hit_manifest=planned.hit_manifest,
+                previous_manifest=planned.previous_manifest,
+                placement=(placements or {}).get(task.name),
+                remaining_upstream=len(task.upstream),
+            )
+            for up in task.upstream:
+                self.downstream[up].append(task.name)
+        for task in spec.tasks:
+            for producer in set(task.inputs.values()):
+                self.tasks[producer].consumers_left += 1
+        self.unfinished = len(self.tasks)
+        self.retry_at: dict[str, float] = {}  # task -> when its next attempt is due
+        self.deadlines: dict[str, float] = {}  # running task -> when to stop waiting for it
+        self._ready: deque[TaskState] = deque()
+        self._out: list[Instruction] = []
+
+    # -- the one entry point ---------------------------------------------------------------------
+    def handle(self, event: Any) -> list[Instruction]:
+        self._out = []
+        if isinstance(event, Started):
+            for st in self.tasks.values():
+                self._emit_task(st, WAITING)
+            self._ready.extend(st for st in self.tasks.values() if st.remaining_upstream == 0)
+        elif isinstance(event, AttemptRunning):
+            self._running(event)
+        elif isinstance(event, AttemptSucceeded):
+            succeeded = self._current(event.task, event.key)
+            if succeeded is not None:
+                self._succeeded(succeeded, event.record)
+        elif isinstance(event, AttemptFailed):
+            failed = self._current(event.task, event.key)
+            if failed is not None:
+                record = dict(event.record or {})
+                self._attempt_failed(failed, dict(event.error), record, event.now)
+        elif isinstance(event, MemoryPlacement):
+            self._memory_answer(event)
+        self._tick(event.now)
+        self._resolve_ready()
+        return self._out
+
+    @property
+    def finished(self) -> bool:
+        return self.unfinished == 0
+
+    def next_due(self) -> float | None:
+        """The earliest time at which `Tick` has something to do, or None."""
+        due = [*self.retry_at.values(), *self.deadlines.values()]
+        return min(due) if due else None
+
+    def in_flight(self) -> list[str]:
+        """Tasks with an attempt submitted and no outcome yet."""
+        return [n for n, st in self.tasks.items() if st.current_key is not None]
+
+    def current_key(self, task: str) -> str | None:
+        return self.tasks[task].current_key
+
+    def producers_of(self, task: str) -> dict[str, str]:
+        return dict(self.tasks[task].spec.inputs)
+
+    def cached_outputs(self, task: str) -> dict[str, str]:
+        """name -> artifact digest of a task served from the cache (the driver loads them)."""
+        return {n: info["digest"] for n, info in self.tasks[task].result.outputs.items()}
+
+    def placement(self, task: str) -> Any:
+        return self.tasks[task].placement
+
+    def cells_by_task(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: st.cells for name, st in self.tasks.items()}
+
+    def result(
+        self,
+        *,
+        parameters: Mapping[str, Any],
+        dashboard: str | None,
+        store_url: str | None,
+    ) -> RunResult:
+        results = [self.tasks[t.name].result for t in self.spec.tasks]
+        ok = all(r.status in SUCCEEDED_STATES for r in results)
+        return RunResult(
+            run_id=self.run_id,
+            status=RunStatus.SUCCEEDED if ok else RunStatus.FAILED,
+            pipeline=self.spec.name,
+            version=self.spec.version,
+            started=self.started,
+            finished=iso_now(),
+            parameters=dict(parameters),
+            tasks=results,
+            dashboard=dashboard,
+            store_url=store_url,
+        )
+
+    # -- what happened -----------------------------------------------------------------------------
+    def _current(self, task: str, key: str) -> TaskState | None:
+        """The task's state if `key` is its current attempt: late reports are ignored."""
+        st = self.tasks.get(task)
+        if st is None or st.current_key is None or st.current_key != key:
+            return None
+        return st
+
+    def _running(self, event: AttemptRunning) -> None:
+        st = self._current(event.task, event.key)
+        if st is None:
+            return
+        st.running_on = event.worker
+        if st.spec.timeout:
+            self.deadlines[st.spec.name] = hard_timeout_deadline(event.now, st.spec.timeout)
+        st.result.worker = event.worker
+        self._emit_task(st, RUNNING, worker=event.worker)
+
+    def _tick(self, now: float) -> None:
+        for name, due in list(self.retry_at.items()):
+            if due <= now:
+                del self.retry_at[name]
+                self._submit(self.tasks[name])
+        for name, deadline in list(self.deadlines.items()):
+            st = self.tasks[name]
+            if now < deadline or st.current_key is None:
+                continue
+            del self.deadlines[name]
+            worker = st.running_on
+            self._out.append(Cancel(name))
+            if worker:
+                # Its thread cannot be stopped: the driver ends the worker process (its nanny
+                # starts a new one). Dask's graceful restart would wait for the blocked thread.
+                self._out.append(KillWorker(worker))
+            error: dict[str, Any] = {
+                "cell_index": None,
+                "cell_id": None,
+                "line": None,
+                "ename": "TaskTimeout",
+                "evalue": (
+                    f"task exceeded its timeout of {st.spec.timeout:g}s and did not stop "
+                    "(blocked in code that cannot be interrupted); its worker process "
+                    f"{worker} was ended"
+                ),
+                "traceback": [],
+                "reason": "timeout",
+                "where": "worker",
+            }
+            self._attempt_failed(st, error, {"worker": worker}, now)
+
+    def _end_attempt(self, st: TaskState) -> None:
+        st.current_key = None
+        st.running_on = None
+        self.deadlines.pop(st.spec.name, None)
+
+    def _succeeded(self, st: TaskState, record: Mapping[str, Any]) -> None:
+        self._end_attempt(st)
+        r = st.result
+        r.duration = record.get("duration")
+        r.peak_memory = record.get("peak_memory")
+        r.worker = record.get("worker")
+        r.outputs = dict(record.get("outputs") or {})
+        r.error = None
+        st.cells = list(record.get("cells") or [])
+        r.attempt_log.append(self._attempt_entry(st, record, DONE))
+        digests = {n: info.get("digest") for n, info in r.outputs.items()}
+        previous = (st.previous_manifest or {}).get("outputs") or {}
+        st.changed = (
+            not self.use_cache
+            or st.previous_manifest is None
+            or digests != {n: info.get("digest") for n, info in previous.items()}
+        )
+        if self.use_cache and all(digests.values()):
+            self._out.append(StoreManifest(st.spec.name, r.cache_key, self._manifest(st, record)))
+        r.status = DONE
+        self._emit_task(st, DONE)
+        self._finalize(st)
+
+    def _attempt_failed(
+        self, st: TaskState, error: dict[str, Any], record: dict[str, Any], now: float
+    ) -> None:
+        self._end_attempt(st)
+        r = st.result
+        entry = self._attempt_entry(st, record, FAILED)
+        entry["error"] = f"{error.get('ename')}: {error.get('evalue')}"
+        entry["reason"] = error.get("reason")
+        r.attempt_log.append(entry)
+        if record:
+            r.worker = record.get("worker")
+            r.duration = record.get("duration")
+            r.peak_memory = record.get("peak_memory")
+        if error.get("reason") in MEMORY_REASONS and st.memory_retries < MAX_MEMORY_RETRIES:
+            # Ask the driver for a bigger worker; the answer (MemoryPlacement) decides.
+            st.pending_failure = (error, record)
+            self._out.append(FindMoreMemory(st.spec.name, st.placement, record.get("memory_limit")))
+            return
+        self._retry_or_fail(st, error, record, now)
+
+    def _memory_answer(self, event: MemoryPlacement) -> None:
+        st = self.tasks[event.task]
+        if st.pending_failure is None:
+            return
+        error, record = st.pending_failure
+        st.pending_failure = None
+        if event.placement is not None:
+            st.memory_retries += 1
+            st.placement = event.placement
+            reason = f"retried with more memory ({format_bytes(event.memory)})"
+            st.result.attempt_log[-1]["retry"] = reason
+            self._emit_task(st, RETRYING, reason=reason, error=error)
+            self._submit(st)
+            return
+        self._retry_or_fail(st, error, record, event.now)
+
+    def _retry_or_fail(
+        self, st: TaskState, error: dict[str, Any], record: dict[str, Any], now: float
+    ) -> None:
+        r = st.result
+        if st.retries_used < st.spec.retries:
+            delay = backoff_delay(st.retries_used)
+            st.retries_used += 1
+            self.retry_at[st.spec.name] = now + delay
+            reason = f"retried after {delay:g} s (retry {st.retries_used})"
+            r.attempt_log[-1]["retry"] = reason
+            self._emit_task(st, RETRYING, reason=reason, error=error)
+            return
+        r.error = {
+            k: error.get(k)
+            for k in ("cell_index", "cell_id", "line", "ename", "evalue", "traceback", "reason")
+        }
+        st.cells = list(record.get("cells") or [])
+        r.status = FAILED
+        self._emit_task(st, FAILED)
+        self._finalize(st)
+
+    # -- deciding ---------------------------------------------------------------------------------
+    def _resolve_ready(self) -> None:
+        # A work list, not recursion: a long chain of cache hits resolves in one pass.
+        while self._ready:
+            self._resolve(self._ready.popleft())
+
+    def _resolve(self, st: TaskState) -> None:
+        """All upstream tasks are final: skip, take from the cache, or submit."""
+        if st.blocked:
+            st.result.status = UPSTREAM_FAILED
+            self._emit_task(st, UPSTREAM_FAILED)
+            self._finalize(st)
+            return
+        upstream_changed = any(self.tasks[u].changed for u in st.spec.upstream)
+        if st.hit_manifest is not None and not upstream_changed:
+            manifest = st.hit_manifest
+            r = st.result
+            r.cached = True
+            r.duration = 0.0
+            r.outputs = dict(manifest.get("outputs") or {})
+            r.peak_memory = manifest.get("peak_memory")
+            st.cells = list(manifest.get("cells") or [])
+            r.status = CACHED
+            self._emit_task(st, CACHED)
+            self._finalize(st)
+            return
+        self._submit(st)
+
+    def _submit(self, st: TaskState) -> None:
+        st.result.attempts += 1
+        attempt = st.result.attempts
+        key = attempt_key(st.spec.name, st.result.cache_key, self.run_id, attempt)
+        st.current_key = key
+        st.running_on = None
+        self._out.append(Submit(st.spec.name, key, attempt))
+
+    def _finalize(self, st: TaskState) -> None:
+        """A task reached a final state: release what it held and unblock its dependents."""
+        self.unfinished -= 1
+        failed = st.result.status in (FAILED, UPSTREAM_FAILED)
+        for producer in set(st.spec.inputs.values()):
+            up = self.tasks[producer]
+            up.consumers_left -= 1
+            if up.consumers_left <= 0:
+                self._out.append(Release(producer))
+        if st.consumers_left <= 0:
+            self._out.append(Release(st.spec.name))
+        for child in self.downstream[st.spec.name]:
+            cst = self.tasks[child]
+            cst.blocked = cst.blocked or failed
+            cst.remaining_upstream -= 1
+            if cst.remaining_upstream == 0:
+                self._ready.append(cst)
+
+    # -- records ----------------------------------------------------------------------------------
+    def _attempt_entry(
+        self, st: TaskState, record: Mapping[str, Any] | None, status: TaskStatus
+    ) -> dict[str, Any]:
+        record = record or {}
+        return {
+            "attempt": st.result.attempts,
+            "status": str(status),
+            "worker": record.get("worker"),
+            "duration": record.get("duration"),
+            "peak_memory": record.get("peak_memory"),
+            "memory_limit": record.get("memory_limit"),
+            "resources": getattr(st.placement, "resources", None),
+        }
+
+    def _manifest(self, st: TaskState, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "task": st.spec.name,
+            "version": st.result.version,
+            "cache_key": st.result.cache_key,
+            "outputs": st.result.outputs,
+            "cells": st.cells,
+            "duration": record.get("duration"),
+            "peak_memory": record.get("peak_memory"),
+            "worker": record.get("worker"),
+            "run_id": self.run_id,
+            "created": iso_now(),
+        }
+
+    def _emit_task(
+        self,
+        st: TaskState,
+        status: TaskStatus,
+        *,
+        worker: str | None = None,
+        reason: str | None = None,
+        error: Mapping[str, Any] | None = None,
+    ) -> None:
+        r = st.result
+        final = status in (DONE, FAILED, CACHED)
+        self._out.append(
+            Emit(
+                TaskEvent(
+                    run_id=self.run_id,
+                    task=r.name,
+                    status=status,
+                    attempt=r.attempts,
+                    duration=r.duration,
+                    cache_key=r.cache_key,
+                    version=r.version,
+                    cached=r.cached,
+                    worker=worker or r.worker,
+                    resources=r.resources,
+                    peak_memory=r.peak_memory,
+                    outputs=r.outputs,
+                    attempts=r.attempts if final else None,
+                    attempt_log=list(r.attempt_log) if final else None,
+                    error=error if error is not None else (r.error if status == FAILED else None),
+                    reason=reason,
+                )
+            )
+        )
