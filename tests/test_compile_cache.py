@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from compiler.cli import main as cli
+import compiler.cli.main as cli
 from compiler.compile.api import compile_notebook
 from compiler.compile.cache import CACHE_FOLDER, compiled_spec
 from tests.nbutil import make_notebook

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from compiler.cli.doctor import render
 from compiler.ops import doctor
 
 KILN = [sys.executable, "-m", "compiler.cli"]
@@ -128,7 +129,7 @@ def test_a_store_url_without_its_filesystem_fails_with_the_package_to_install(
 
 
 def test_render_is_one_line_per_check_plus_fixes() -> None:
-    text = doctor.render(
+    text = render(
         [
             doctor.Check("python", "ok", "Python 3.11"),
             doctor.Check("graphviz", "warn", "no dot", "apt-get install graphviz"),

@@ -4,6 +4,6 @@
 an existing install's `kiln` keeps working).
 """
 
-from compiler.cli.main import entry, main
+from compiler.cli.main import entry
 
-__all__ = ["entry", "main"]
+__all__ = ["entry"]

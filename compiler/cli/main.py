@@ -195,9 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
+    from compiler.cli.doctor import register as register_doctor
     from compiler.cli.lineage import register as register_lineage
     from compiler.cli.schedule import register as register_schedules
-    from compiler.ops.doctor import register as register_doctor
 
     register_lineage(sub)
     register_schedules(sub)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from compiler.model.statuses import TaskStatus
 from compiler.model.units import format_bytes
 from compiler.ops.run import RunRefused, prepare_run, run_notebook
 from compiler.runtime.cluster import ResourceUnavailable
@@ -79,14 +80,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- progress ----------------------------------------------------------------------------------
 
-_STATUS_WORDS = {
-    "waiting": "waiting",
-    "running": "running",
-    "cached": "cached",
-    "done": "done",
-    "failed": "FAILED",
-    "retrying": "retrying",
-    "upstream_failed": "skipped (upstream failed)",
+# How the progress display says a status, where it differs from the status itself.
+_STATUS_WORDS: dict[str, str] = {
+    TaskStatus.FAILED: "FAILED",
+    TaskStatus.UPSTREAM_FAILED: "skipped (upstream failed)",
 }
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from compiler.model.statuses import RunStatus, TaskStatus
+
 log = logging.getLogger(__name__)
 
 ENV_FILE = "KILN_OPENLINEAGE_FILE"
@@ -44,15 +46,19 @@ KILN_FACET_URL = "https://kiln.dev/schema/openlineage/KilnRunFacet.json"
 _UUID_NAMESPACE = uuid.UUID("6b696c6e-0000-4000-8000-6c696e656167")  # fixed: stable run UUIDs
 # Task statuses that map onto OpenLineage run states; the others (waiting, retrying) are
 # Kiln-internal and send nothing.
-TASK_EVENT_TYPES = {
-    "running": "START",
-    "done": "COMPLETE",
-    "cached": "COMPLETE",
-    "failed": "FAIL",
-    "upstream_failed": "ABORT",
-    "interrupted": "ABORT",
+TASK_EVENT_TYPES: dict[str, str] = {
+    TaskStatus.RUNNING: "START",
+    TaskStatus.DONE: "COMPLETE",
+    TaskStatus.CACHED: "COMPLETE",
+    TaskStatus.FAILED: "FAIL",
+    TaskStatus.UPSTREAM_FAILED: "ABORT",
+    TaskStatus.INTERRUPTED: "ABORT",
 }
-RUN_EVENT_TYPES = {"succeeded": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}
+RUN_EVENT_TYPES: dict[str, str] = {
+    RunStatus.SUCCEEDED: "COMPLETE",
+    RunStatus.FAILED: "FAIL",
+    RunStatus.INTERRUPTED: "ABORT",
+}
 
 
 def run_uuid(*parts: str) -> str:

@@ -48,6 +48,7 @@ from compiler.lineage.store import LineageStore, insert_ignoring_duplicates, is_
 from compiler.model.clock import utcnow
 from compiler.model.hashing import digest
 from compiler.model.ids import new_run_id
+from compiler.model.statuses import FINAL_STATES, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ T = TypeVar("T")
 HEARTBEAT_S = 30.0
 MAX_BATCH = 2000  # events per transaction
 # Task statuses after which a task run no longer changes.
-FINAL_TASK_STATUSES = ("done", "cached", "failed", "upstream_failed", "interrupted")
+FINAL_TASK_STATUSES = FINAL_STATES | {TaskStatus.INTERRUPTED}
 SUMMARY_KEYS = ("shape", "dtype", "dtypes", "columns", "len", "length", "ndim")
 _STOP = object()
 

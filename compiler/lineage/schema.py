@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
+from compiler.model.statuses import RunStatus
+
 # Constraint names are fixed so that later migrations can refer to them on every backend.
 metadata = MetaData(
     naming_convention={
@@ -209,4 +211,7 @@ schedule_runs = Table(
     UniqueConstraint("schedule_id", "due_at"),
 )
 
-RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+RUN_STATUSES = tuple(
+    str(s)
+    for s in (RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED)
+)

@@ -7,19 +7,16 @@ to the artifact store, opens the lineage database) but bounded by `--timeout`.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import sys
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-EXIT_OK, EXIT_FAILED = 0, 1
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_PYTHON = (3, 11)
 DISTRIBUTION = "nbkiln"
@@ -376,7 +373,14 @@ def check_graphviz() -> Check:
     return Check("graphviz", OK, dot)
 
 
-def run_checks(args: argparse.Namespace) -> list[Check]:
+def run_checks(
+    *,
+    scheduler: str | None = None,
+    store: str | None = None,
+    lineage_db: str | None = None,
+    timeout: float = 10.0,
+) -> list[Check]:
+    """Every check, in the order `kiln doctor` prints them."""
     checks: list[Callable[[], Check]] = [
         check_python,
         check_nbkiln,
@@ -384,9 +388,9 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
         check_server_extension,
         check_papermill_engine,
         check_kernelspec,
-        lambda: check_dask(args.scheduler, args.timeout),
-        lambda: check_store(args.store, args.timeout),
-        lambda: check_lineage_db(args.lineage_db, args.timeout),
+        lambda: check_dask(scheduler, timeout),
+        lambda: check_store(store, timeout),
+        lambda: check_lineage_db(lineage_db, timeout),
         check_ruff,
         check_graphviz,
     ]
@@ -398,52 +402,3 @@ def run_checks(args: argparse.Namespace) -> list[Check]:
             name = getattr(check, "__name__", "check").removeprefix("check_")
             results.append(Check(name, FAIL, f"the check crashed: {type(exc).__name__}: {exc}"))
     return results
-
-
-def render(results: list[Check]) -> str:
-    width = max(len(r.name) for r in results)
-    lines = []
-    for r in results:
-        lines.append(f"{r.status:<4}  {r.name:<{width}}  {r.detail}")
-        if r.fix and r.status != OK:
-            lines.append(f"{'':<4}  {'':<{width}}  fix: {r.fix}")
-    failed = sum(r.status == FAIL for r in results)
-    warned = sum(r.status == WARN for r in results)
-    lines.append(f"\n{len(results)} checks: {failed} failed, {warned} warning(s)")
-    return "\n".join(lines)
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    results = run_checks(args)
-    if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
-    else:
-        print(render(results))
-    return EXIT_FAILED if any(r.status == FAIL for r in results) else EXIT_OK
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "doctor", help="check the installation and say what to fix (exit 1 if a check fails)"
-    )
-    p.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="check this Dask scheduler (default: DASK_SCHEDULER_ADDRESS, else start a "
-        "local cluster)",
-    )
-    p.add_argument("--store", metavar="URL", help="artifact store to check (default: .kiln/ here)")
-    p.add_argument(
-        "--lineage-db",
-        metavar="URL",
-        help="lineage database to check (default: $KILN_LINEAGE_DB, else .kiln/lineage.db)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="per network check (default 10)",
-    )
-    p.add_argument("--json", action="store_true", help="print the checks as JSON")
-    p.set_defaults(func=cmd_doctor)

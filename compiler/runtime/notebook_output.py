@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from compiler.model.statuses import TaskStatus
 from compiler.runtime.results import RunResult
 
 
@@ -93,7 +94,7 @@ def build_output_notebook(
                     if output.get("output_type") == "execute_result":
                         output["execution_count"] = execution_count
             cell["outputs"] = outputs
-        elif task.status in ("failed", "upstream_failed"):
+        elif task.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED):
             cell_status = "not_run"
         metadata["kiln"] = {
             "run_id": result.run_id,

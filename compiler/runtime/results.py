@@ -5,17 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Task statuses, in the order a task can pass through them.
-WAITING = "waiting"
-RUNNING = "running"
-RETRYING = "retrying"
-CACHED = "cached"
-DONE = "done"
-FAILED = "failed"
-UPSTREAM_FAILED = "upstream_failed"
-
-SUCCEEDED_STATES = (DONE, CACHED)
-FINAL_STATES = (DONE, CACHED, FAILED, UPSTREAM_FAILED)
+from compiler.model.statuses import SUCCEEDED_STATES, WAITING
 
 
 @dataclass
