@@ -9,9 +9,11 @@ Errors are `{"message": ...}` with a 4xx status (jupyter_server's APIHandler wri
                                                               -> 202 {run_id, ...}
     GET  /kiln/runs/<id>[?since=N]                            -> status, tasks, events, links
     GET  /kiln/runs[?path=P]                                  -> {runs: [...]} newest first
+    POST /kiln/runs/<id>/cancel                               -> 202 the run (cancelling)
     GET  /kiln/lineage?path=P[&task=T&limit=N&lineage_db=URL] -> {runs: [...]} from the lineage DB
     POST /kiln/outputs        {"path": P, "run_id": R} | {"path": P, "schedule": S, "run": N}
                                                               -> {path}: an openable notebook
+    GET  /kiln/outputs/html?path=P[&theme=dark]               -> {path, html}: a read-only view
     POST /kiln/export         {"path": P}                     -> {path, name, version, created}
     GET  /kiln/schedules?path=P                               -> {schedules: [...], scheduler}
     POST /kiln/schedules      {"path": P, "name", "cron", "timezone", "parameters" (typed) or
@@ -302,6 +304,22 @@ class RunHandler(KilnHandler):
         self.finish(json.dumps(record.to_dict(since=max(0, since)), default=str))
 
 
+class RunCancelHandler(KilnHandler):
+    """Cancel a run of this server: its running tasks are cancelled on the cluster and it ends
+    `cancelled` (also in the lineage database). 409 once it has ended."""
+
+    @tornado.web.authenticated
+    @authorized("execute")
+    def post(self, run_id: str) -> None:
+        record = self.run_manager.get(run_id)
+        if record is None:
+            raise tornado.web.HTTPError(404, f"no run {run_id} in this server")
+        if not record.request_cancel():
+            raise tornado.web.HTTPError(409, f"run {run_id} has already ended ({record.status})")
+        self.set_status(202)
+        self.finish(json.dumps(record.summary()))
+
+
 # -- lineage -----------------------------------------------------------------------------------
 
 
@@ -393,6 +411,36 @@ class OutputsHandler(KilnHandler):
         if source is None:
             raise tornado.web.HTTPError(404, f"run {run} of schedule {name!r} has no output")
         return source, ["schedules", name, source.name]
+
+
+class OutputHtmlHandler(KilnHandler):
+    """A notebook (a run's output notebook) rendered as static HTML by nbconvert, for the
+    read-only viewer: no kernel starts, nothing can be edited or saved, and the page shows it
+    in a sandboxed frame (its scripts do not run)."""
+
+    @tornado.web.authenticated
+    @authorized("read")
+    async def get(self) -> None:
+        full = self.notebook_file(self.get_query_argument("path", None))
+        if full.suffix != ".ipynb":
+            raise tornado.web.HTTPError(400, f"not a notebook: {full.name}")
+        theme = "dark" if self.get_query_argument("theme", "light") == "dark" else "light"
+
+        def render() -> str:
+            import nbformat
+            from nbconvert import HTMLExporter
+
+            notebook = nbformat.read(full, as_version=4)
+            html, _resources = HTMLExporter(template_name="lab", theme=theme).from_notebook_node(
+                notebook
+            )
+            return str(html)
+
+        try:
+            html = await asyncio.to_thread(render)
+        except (ValueError, OSError) as exc:  # nbformat's NotJSONError is a ValueError
+            raise tornado.web.HTTPError(400, f"cannot read {full.name}: {exc}") from exc
+        self.finish(json.dumps({"path": api_path_of(self.root_dir, full), "html": html}))
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -598,8 +646,10 @@ def setup_handlers(server_app: Any) -> None:
         (url_path_join(base, "compile"), CompileHandler),
         (url_path_join(base, "runs"), RunsHandler),
         (url_path_join(base, "runs", r"([0-9a-f]{1,64})"), RunHandler),
+        (url_path_join(base, "runs", r"([0-9a-f]{1,64})", "cancel"), RunCancelHandler),
         (url_path_join(base, "lineage"), LineageHandler),
         (url_path_join(base, "outputs"), OutputsHandler),
+        (url_path_join(base, "outputs", "html"), OutputHtmlHandler),
         (url_path_join(base, "export"), ExportHandler),
         (url_path_join(base, "schedules"), SchedulesHandler),
         (schedule, ScheduleHandler),

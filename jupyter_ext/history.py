@@ -12,8 +12,19 @@ from typing import Any
 from compiler.lineage import LineageStore, list_runs, show_run
 from jupyter_ext.stores import inside
 
-TASK_FIELDS = ("status", "version", "duration", "cached", "attempts", "parameters", "error")
-ARTIFACT_FIELDS = ("name", "digest", "type", "size", "summary")
+TASK_FIELDS = (
+    "status",
+    "version",
+    "duration",
+    "cached",
+    "attempts",
+    "attempt_log",  # the run timeline draws one bar per attempt
+    "started_at",
+    "ended_at",
+    "parameters",
+    "error",
+)
+ARTIFACT_FIELDS = ("name", "digest", "type", "size", "stored_bytes", "summary")
 
 
 def file_ref(root: Path, notebook_file: Path, path: str, digest: str | None) -> dict[str, Any]:
@@ -58,7 +69,9 @@ def task_history(
             "run_id": run["run_id"],
             "status": run["status"],
             "started_at": run["started_at"],
+            "ended_at": run["ended_at"],
             "duration": run["duration"],
+            "user": run["user"],
             "pipeline_version": run["pipeline"]["version"],
             "parameters": run["parameters"],
             "has_output": inside(root, run["output_notebook"]) is not None,

@@ -8,12 +8,14 @@ UI's polls. The run record is one more listener of the run's events.
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from compiler.model.clock import iso_now
 from compiler.model.ids import new_run_id
@@ -50,7 +52,7 @@ class RunRecord:
     root_dir: Path
     parameters: dict[str, Any]
     scheduler: str | None = None
-    status: str = RunStatus.STARTING  # starting | running | succeeded | failed
+    status: str = RunStatus.STARTING  # starting, running, cancelling, then a FINAL_RUN_STATE
     started: str = field(default_factory=iso_now)
     finished: str | None = None
     dashboard: str | None = None
@@ -59,6 +61,9 @@ class RunRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # a failure of the run itself (not of a task)
     result: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # use_cache, force: shown in history
+    # Set by Cancel; the runtime's loop checks it (run_pipeline(cancel=...)).
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -69,7 +74,8 @@ class RunRecord:
         """A listener of the run's events; called from the run's thread."""
         with self.lock:
             if len(self.events) < MAX_EVENTS_KEPT:
-                self.events.append(dict(event))
+                # When the server heard it (epoch seconds): the timeline's time axis.
+                self.events.append({**event, "at": time.time()})
             if event.get("type") == "task" and event.get("task"):
                 state = self.tasks.setdefault(str(event["task"]), {})
                 state["status"] = event.get("status")
@@ -81,7 +87,8 @@ class RunRecord:
             elif event.get("type") == "run":
                 if event.get("dashboard"):
                     self.dashboard = str(event["dashboard"])
-                if event.get("status") in (RunStatus.STARTED, RunStatus.RUNNING) and not self.done:
+                started = event.get("status") in (RunStatus.STARTED, RunStatus.RUNNING)
+                if started and self.status == RunStatus.STARTING:  # not over "cancelling"
                     self.status = RunStatus.RUNNING
 
     def finish(self, result: Any | None, error: str | None) -> None:
@@ -90,8 +97,9 @@ class RunRecord:
             if result is not None:
                 data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
                 self.result = data
-                ok = data.get("status") == RunStatus.SUCCEEDED
-                self.status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
+                status = data.get("status")
+                kept = (RunStatus.SUCCEEDED, RunStatus.CANCELLED)
+                self.status = RunStatus(status) if status in kept else RunStatus.FAILED
                 self.dashboard = data.get("dashboard") or self.dashboard
                 for task in data.get("tasks", []):
                     state = self.tasks.setdefault(task["name"], {})
@@ -105,9 +113,21 @@ class RunRecord:
                         self.output_notebook = api_path_of(self.root_dir, out)
                     except ValueError:
                         self.output_notebook = None  # written outside the root: not servable
+            elif self.cancel_event.is_set():
+                self.status = RunStatus.CANCELLED  # cancelled before the runtime's loop began
+                self.error = error
             else:
                 self.status = RunStatus.FAILED
                 self.error = error or "the run failed"
+
+    def request_cancel(self) -> bool:
+        """Ask the runtime to stop; False when the run already ended."""
+        with self.lock:
+            if self.done:
+                return False
+            self.status = RunStatus.CANCELLING
+        self.cancel_event.set()
+        return True
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
@@ -118,10 +138,19 @@ class RunRecord:
                 "started": self.started,
                 "finished": self.finished,
                 "dashboard": self.dashboard,
+                # The dashboard through this Jupyter server (jupyter-server-proxy), relative
+                # to its base URL; null when the cluster is gone or the proxy is missing.
+                "dashboard_proxy": self._dashboard_proxy(),
                 "scheduler": self.scheduler,
+                "options": dict(self.options),
                 "output_notebook": self.output_notebook,
                 "error": self.error,
             }
+
+    def _dashboard_proxy(self) -> str | None:
+        if not self.dashboard or (self.done and self.scheduler is None):
+            return None  # the run's own LocalCluster closes with the run
+        return dashboard_proxy_path(self.dashboard)
 
     def to_dict(self, since: int = 0) -> dict[str, Any]:
         data = self.summary()
@@ -135,6 +164,25 @@ class RunRecord:
                 }
             )
         return data
+
+
+def proxy_available() -> bool:
+    try:
+        import jupyter_server_proxy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def dashboard_proxy_path(dashboard: str) -> str | None:
+    """`proxy/PORT/status` for a dashboard on this machine, served by jupyter-server-proxy
+    (authenticated by the Jupyter server, so it works from a remote browser too)."""
+    parts = urlsplit(dashboard)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not parts.port:
+        return None
+    if not proxy_available():
+        return None
+    return f"proxy/{parts.port}{parts.path or '/status'}"
 
 
 class RunManager:
@@ -174,6 +222,7 @@ class RunManager:
                 root_dir=self.root_dir,
                 parameters=dict(parameters or {}),
                 scheduler=options.get("scheduler"),
+                options={k: options[k] for k in ("use_cache", "force") if k in options},
             )
             self._runs[run_id] = record
             while len(self._runs) > MAX_RUNS_KEPT:
@@ -183,6 +232,7 @@ class RunManager:
                 self._runs.pop(oldest)
 
         options["output_notebook"] = str(output_notebook_for(notebook_file, run_id))
+        options["cancel"] = record.cancel_event
 
         def work() -> None:
             try:

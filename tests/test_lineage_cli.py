@@ -169,6 +169,9 @@ def test_runs_and_show(trained, capsys, monkeypatch):
     assert re.search(r"^train_forest\s+done\s+-\s+1\s+[\d.]+ s", out, re.M)
     assert "evaluate  wrote  metrics.json" in out
     assert "load      reads  data/wine.csv" in out
+    # Both sizes, labelled: a fitted forest is ~56 B to sys.getsizeof, its stored pickle KiB.
+    assert re.search(r"^\s*output\s+type\s+in memory\s+stored\s+sha256$", out, re.M)
+    assert re.search(r"^\s*train_forest\.\w+\s+\S+\s+\d+ B\s+[\d.]+ (KiB|MiB)\s", out, re.M)
 
     code, out, _ = kiln(capsys, "show", result.run_id, "--json")
     shown = json.loads(out)

@@ -55,6 +55,15 @@ def test_a_read_only_user_can_compile_and_browse_but_not_run_export_or_schedule(
     ):
         status, _ = kiln.refused(endpoint, method="POST", body=payload)
         assert status == 403, endpoint
-    assert DENIED == [("execute", "kiln"), ("write", "kiln"), ("execute", "kiln")]
+    status, _ = kiln.refused("runs/0123abcd/cancel", method="POST", body=b"{}")
+    assert status == 403  # cancelling a run is `execute`, asked before the run is looked up
+    assert DENIED == [
+        ("execute", "kiln"),
+        ("write", "kiln"),
+        ("execute", "kiln"),
+        ("execute", "kiln"),
+    ]
+    # Reading a notebook as read-only HTML (the output viewer) is `read`.
+    assert "<html" in kiln.get("outputs/html", path="three.ipynb")["html"]
     # Nothing ran and nothing was written beside the notebook.
     assert not (root / ".kiln" / "runs").exists() and not (root / "pipelines").exists()

@@ -145,3 +145,31 @@ def _wait(condition, timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_cancel_reaches_the_runner_and_the_run_ends_cancelled(root: Path):
+    seen: dict[str, Any] = {}
+
+    def runner(spec, *, on_event, run_id, cancel, **kwargs):
+        on_event({"type": "run", "run_id": run_id, "status": "started", "dashboard": None})
+        seen["set"] = cancel.wait(10)  # the runtime's loop checks the same event
+        return FakeResult({"status": "cancelled", "tasks": [{"name": "a", "status": "cancelled"}]})
+
+    manager = RunManager(root, runner=runner)
+    record = manager.start({"tasks": []}, root / "sub" / "nb.ipynb")
+    _wait(lambda: record.status == "running")
+    assert record.request_cancel()
+    assert record.summary()["status"] == "cancelling"
+    _wait(lambda: record.done)
+    assert seen["set"] is True
+    assert record.status == "cancelled" and record.tasks["a"]["status"] == "cancelled"
+    assert not record.request_cancel()  # already ended: the handler answers 409
+    assert all("at" in event for event in record.events)  # the timeline's clock
+
+
+def test_the_dashboard_goes_through_the_jupyter_server(root: Path):
+    pytest.importorskip("jupyter_server_proxy")
+    from jupyter_ext.runs import dashboard_proxy_path
+
+    assert dashboard_proxy_path("http://127.0.0.1:8787/status") == "proxy/8787/status"
+    assert dashboard_proxy_path("http://10.0.0.5:8787/status") is None  # not this machine

@@ -241,13 +241,22 @@ def render_run(run: Mapping[str, Any]) -> str:
             )
     if notes:
         lines += ["", "failed attempts:", *notes]
+    # Two sizes, both labelled: Dask's in-memory estimate (sys.getsizeof for objects it does not
+    # know, e.g. 56 B for a fitted model) and the bytes of the stored file.
     outputs = [
-        (f"{t['task']}.{o['name']}", o["type"] or "-", format_bytes(o["size"]), _short(o["digest"]))
+        (
+            f"{t['task']}.{o['name']}",
+            o["type"] or "-",
+            format_bytes(o["size"]),
+            format_bytes(o.get("stored_bytes")),
+            _short(o["digest"]),
+        )
         for t in run["tasks"]
         for o in t["outputs"]
     ]
     if outputs:
-        lines += ["", "outputs:", table([("output", "type", "size", "sha256"), *outputs], "  ")]
+        header = ("output", "type", "in memory", "stored", "sha256")
+        lines += ["", "outputs:", table([header, *outputs], "  ")]
     files = [
         (t["task"], verb, _rel(f["path"], run["notebook_path"]), _short(f["digest"]))
         for t in run["tasks"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from compiler.compile.notebook import Cell
 
@@ -110,11 +111,21 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
 
 
+def _number(text: str, kind: type[float] | type[int], what: str, examples: str) -> Any:
+    """A number in a tag; a user's message (not Python's) when it is not one."""
+    try:
+        return kind(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{what} must be a number (e.g. {examples}), not {text.strip()!r}"
+        ) from None
+
+
 def parse_cpu(text: str) -> float:
     text = text.strip()
     if text.endswith("m"):  # Kubernetes millicores, as Kale writes them
-        return float(text[:-1]) / 1000
-    return float(text)
+        return float(_number(text[:-1], float, "cpu", "2, 0.5 or 500m")) / 1000
+    return float(_number(text, float, "cpu", "2, 0.5 or 500m"))
 
 
 def _parse_resources(spec: str) -> dict[str, float]:
@@ -129,7 +140,7 @@ def _parse_resources(spec: str) -> dict[str, float]:
         elif key in ("memory", "mem"):
             out["memory"] = parse_memory(value)
         elif key == "gpu":
-            out["gpu"] = int(value)
+            out["gpu"] = _number(value, int, "gpu", "1")
         else:
             raise ValueError(f"unknown resource {key!r} (known: cpu, memory, gpu)")
     return out
@@ -140,7 +151,7 @@ def _parse_kale_limit(spec: str) -> dict[str, float]:
     key, _, value = spec.rpartition(":")
     key = key.strip().lower()
     if key.endswith("/gpu") or key == "gpu":
-        return {"gpu": int(value)}
+        return {"gpu": _number(value, int, "gpu", "1")}
     if key == "memory":
         return {"memory": parse_memory(value)}
     if key == "cpu":
@@ -189,7 +200,7 @@ def parse_cell_tags(cell: Cell) -> CellTags:
             elif low.startswith("limit:"):
                 resources.update(_parse_kale_limit(tag.split(":", 1)[1]))
             elif low.startswith("retries:"):
-                retries = int(tag.split(":", 1)[1])
+                retries = _number(tag.split(":", 1)[1], int, "retries", "retries:2")
                 if retries < 0:
                     raise ValueError("retries must be 0 or more")
             elif low.startswith("timeout:"):

@@ -53,11 +53,13 @@ TASK_EVENT_TYPES: dict[str, str] = {
     TaskStatus.FAILED: "FAIL",
     TaskStatus.UPSTREAM_FAILED: "ABORT",
     TaskStatus.INTERRUPTED: "ABORT",
+    TaskStatus.CANCELLED: "ABORT",
 }
 RUN_EVENT_TYPES: dict[str, str] = {
     RunStatus.SUCCEEDED: "COMPLETE",
     RunStatus.FAILED: "FAIL",
     RunStatus.INTERRUPTED: "ABORT",
+    RunStatus.CANCELLED: "ABORT",
 }
 
 

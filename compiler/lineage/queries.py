@@ -200,6 +200,7 @@ def load_run(connection: Connection, run_id: str) -> RunData:
             "digest": row.artifact_digest,
             "type": row.type,
             "size": row.size,
+            "stored_bytes": row.stored_bytes,
             "summary": row.summary,
             "uri": row.uri,
         }

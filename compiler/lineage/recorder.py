@@ -400,7 +400,7 @@ class RunRecorder:
                     self.parameters = {**self.parameters, **dict(event["parameters"])}
                     values["parameters"] = self.parameters
                 connection.execute(update(runs).where(runs.c.id == self.run_id).values(values))
-            elif status in ("succeeded", "failed"):
+            elif status in ("succeeded", "failed", "cancelled"):
                 self._write_end(connection, str(status), None, event.get("output_notebook"))
             return
         name = str(event.get("task"))

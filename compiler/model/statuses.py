@@ -18,6 +18,7 @@ class TaskStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"  # the run was cancelled before this task finished
     # Lineage only: the run ended (killed client, crash) before the task did, or never reached it.
     INTERRUPTED = "interrupted"
     NOT_RUN = "not_run"
@@ -29,6 +30,8 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLING = "cancelling"  # the server's run record: Cancel asked, the runtime not yet done
+    CANCELLED = "cancelled"  # stopped by Cancel: its running tasks were cancelled on the cluster
     INTERRUPTED = "interrupted"  # lineage: the process running it went away
 
 
@@ -39,11 +42,20 @@ CACHED = TaskStatus.CACHED
 DONE = TaskStatus.DONE
 FAILED = TaskStatus.FAILED
 UPSTREAM_FAILED = TaskStatus.UPSTREAM_FAILED
+CANCELLED = TaskStatus.CANCELLED
 
 SUCCEEDED_STATES = frozenset({TaskStatus.DONE, TaskStatus.CACHED})
 # The runtime's final states; lineage adds INTERRUPTED and NOT_RUN.
 FINAL_STATES = frozenset(
-    {TaskStatus.DONE, TaskStatus.CACHED, TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED}
+    {
+        TaskStatus.DONE,
+        TaskStatus.CACHED,
+        TaskStatus.FAILED,
+        TaskStatus.UPSTREAM_FAILED,
+        TaskStatus.CANCELLED,
+    }
 )
 RECORDED_FINAL_STATES = FINAL_STATES | {TaskStatus.INTERRUPTED, TaskStatus.NOT_RUN}
-FINAL_RUN_STATES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED})
+FINAL_RUN_STATES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED}
+)

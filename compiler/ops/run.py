@@ -13,6 +13,7 @@ cannot be opened is a warning, and the run goes on unrecorded.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -143,8 +144,10 @@ def run_spec(
     store_url: str | None = None,
     output_notebook: str | Path | None = None,
     working_dir: str | Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
-    """A compiled spec through the runtime, with the lineage recorder as one more listener."""
+    """A compiled spec through the runtime, with the lineage recorder as one more listener.
+    `cancel`: see run_pipeline (the server's Cancel sets it)."""
     run_id = run_id or new_run_id()
     notebook = Path(notebook_path).resolve()
     workdir = Path(working_dir).resolve() if working_dir else None
@@ -183,6 +186,7 @@ def run_spec(
             run_id=run_id,
             memory_limit=memory_limit,
             working_dir=workdir,
+            cancel=cancel,
         )
     except BaseException as exc:
         if recorder is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Mapping
@@ -47,6 +48,7 @@ from compiler.runtime.parameters import resolve_parameters
 from compiler.runtime.plan import plan_run, task_payload
 from compiler.runtime.results import RunResult
 from compiler.runtime.state import (
+    CancelRun,
     AttemptFailed,
     AttemptRunning,
     AttemptSucceeded,
@@ -66,6 +68,7 @@ from compiler.runtime.state import (
 
 RECORD_WAIT_S = 5.0  # a finished future whose record event is this late: ask the worker
 FUTURE_POLL_S = 0.5
+CANCEL_POLL_S = 0.2  # how often the loop looks at its cancel event (a wait, not a spin)
 
 
 def _record_of(outcome: Mapping[str, Any]) -> Any:
@@ -92,8 +95,11 @@ class Driver:
         listener: Listener,
         run_id: str,
         working_dir: Path | None,
+        cancel: threading.Event | None = None,
     ):
         self.spec = spec
+        # Set from another thread (the server's Cancel); the loop feeds CancelRun to the state.
+        self.cancel = cancel
         self.notebook_path = notebook_path
         self.working_dir = working_dir
         # Relative paths, the cache and the output notebook: the notebook's folder by default.
@@ -170,9 +176,15 @@ class Driver:
         assert self.state is not None
         next_poll = time.monotonic() + FUTURE_POLL_S
         while not self.state.finished:
+            if self.cancel is not None and self.cancel.is_set():
+                self._apply(self.state.handle(CancelRun(time.monotonic())))
+                return
             due = self.state.next_due()
             if self.futures_in_flight():
                 due = next_poll if due is None else min(due, next_poll)
+            if self.cancel is not None:
+                soon = time.monotonic() + CANCEL_POLL_S
+                due = soon if due is None else min(due, soon)
             timeout = max(0.0, due - time.monotonic()) if due is not None else None
             try:
                 message = self.reports.get(timeout=timeout)
@@ -489,6 +501,7 @@ def run_pipeline(
     run_id: str | None = None,
     memory_limit: int | str | None = None,
     working_dir: str | Path | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
     """Run a compiled pipeline spec on Dask and write its output notebook.
 
@@ -502,7 +515,9 @@ def run_pipeline(
     Every event goes to `on_event` and `listeners` (a listener that raises is counted and
     dropped, never breaks the run). `working_dir` (default: the notebook's folder) is where
     tasks run and relative paths, the default artifact store and output notebook live.
-    Recording lineage is a listener's job: see compiler.ops.run.
+    Recording lineage is a listener's job: see compiler.ops.run. Setting `cancel` (from any
+    thread) stops the run: attempts in flight are cancelled on the cluster, unfinished tasks end
+    `cancelled` and so does the run.
     """
     typed = PipelineSpec.from_dict(spec)
     notebook = Path(notebook_path).resolve()
@@ -536,5 +551,6 @@ def run_pipeline(
         listener=fanout,
         run_id=run_id or new_run_id(),
         working_dir=workdir,
+        cancel=cancel,
     )
     return driver.execute()

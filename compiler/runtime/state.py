@@ -23,6 +23,7 @@ from compiler.model.events import RunEvent, TaskEvent
 from compiler.model.spec import PipelineSpec, TaskSpec
 from compiler.model.statuses import (
     CACHED,
+    CANCELLED,
     DONE,
     FAILED,
     RETRYING,
@@ -104,6 +105,13 @@ class MemoryPlacement:
 
 @dataclass(frozen=True)
 class Tick:
+    now: float
+
+
+@dataclass(frozen=True)
+class CancelRun:
+    """The user cancelled the run (the server's Cancel): stop everything still going."""
+
     now: float
 
 
@@ -217,6 +225,7 @@ class RunState:
         self.deadlines: dict[str, float] = {}  # running task -> when to stop waiting for it
         self._ready: deque[TaskState] = deque()
         self._out: list[Instruction] = []
+        self.cancelled = False
 
     # -- the one entry point ---------------------------------------------------------------------
     def handle(self, event: Any) -> list[Instruction]:
@@ -238,6 +247,9 @@ class RunState:
                 self._attempt_failed(failed, dict(event.error), record, event.now)
         elif isinstance(event, MemoryPlacement):
             self._memory_answer(event)
+        elif isinstance(event, CancelRun):
+            self._cancel_run()
+            return self._out
         self._tick(event.now)
         self._resolve_ready()
         return self._out
@@ -280,9 +292,10 @@ class RunState:
     ) -> RunResult:
         results = [self.tasks[t.name].result for t in self.spec.tasks]
         ok = all(r.status in SUCCEEDED_STATES for r in results)
+        status = RunStatus.SUCCEEDED if ok else RunStatus.FAILED
         return RunResult(
             run_id=self.run_id,
-            status=RunStatus.SUCCEEDED if ok else RunStatus.FAILED,
+            status=RunStatus.CANCELLED if self.cancelled else status,
             pipeline=self.spec.name,
             version=self.spec.version,
             started=self.started,
@@ -342,6 +355,25 @@ class RunState:
                 "where": "worker",
             }
             self._attempt_failed(st, error, {"worker": worker}, now)
+
+    def _cancel_run(self) -> None:
+        """Cancel every attempt in flight and end each unfinished task `cancelled`; nothing is
+        submitted after this (the run is finished)."""
+        self.cancelled = True
+        for name, st in self.tasks.items():
+            if st.result.status in (DONE, CACHED, FAILED, UPSTREAM_FAILED, CANCELLED):
+                continue
+            if st.current_key is not None:
+                self._out.append(Cancel(name))
+            st.current_key = None
+            st.pending_failure = None
+            st.result.status = CANCELLED
+            st.result.error = None
+            self._emit_task(st, CANCELLED)
+        self.unfinished = 0
+        self.retry_at.clear()
+        self.deadlines.clear()
+        self._ready.clear()
 
     def _end_attempt(self, st: TaskState) -> None:
         st.current_key = None

@@ -44,6 +44,11 @@ class CellBadge extends Widget {
         status.className = `kiln-Status kiln-mod-status-${state.status}`;
         status.dataset.status = state.status;
         status.textContent = statusText(state);
+        if (model.taskOutdated(info.task.name)) {
+          status.classList.add('kiln-mod-outdated');
+          status.textContent += ' · outdated';
+          status.title = 'The task\u2019s code changed since this run: run again to update';
+        }
         node.append(status);
       }
       const error = state?.status === 'failed' ? state.error : undefined;

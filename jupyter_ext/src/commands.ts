@@ -7,4 +7,9 @@ export namespace CommandIDs {
   export const showPanel = 'kiln:show-panel';
   export const exportPipeline = 'kiln:export';
   export const newSchedule = 'kiln:new-schedule';
+  export const openView = 'kiln:open-view';
+  export const runNoCache = 'kiln:run-no-cache';
+  export const cancel = 'kiln:cancel';
+  export const rerunFrom = 'kiln:rerun-from';
+  export const openOutput = 'kiln:open-output';
 }

@@ -70,29 +70,56 @@ function taskSubtitle(task: ITaskSpec, state: ITaskState | null): string {
  * like their cells' badges; edges carry the names that flow along them (`after` edges, with
  * no data, are dashed).
  */
+/**
+ * The task under the last right-click on a graph, for the context menu's commands
+ * (JupyterLab's contextMenuHitTest only looks at HTML elements, not SVG).
+ */
+export const contextTarget: { path: string | null; task: string | null } = { path: null, task: null };
+
+export interface IDagOptions {
+  /** The side panel's overview: names only, no edge labels, smaller boxes. */
+  compact?: boolean;
+  /**
+   * The width / height of the space the graph goes in: both directions (top-down, left-right)
+   * are laid out and the one that fits it at the larger scale is drawn.
+   */
+  aspect?: number;
+}
+
 export function renderDag(
   model: PipelineModel,
   activeTask: string | null,
-  onTask: (task: ITaskSpec) => void
+  onTask: (task: ITaskSpec) => void,
+  options: IDagOptions = {}
 ): SVGSVGElement | null {
-  const tasks = model.tasks;
+  // While the notebook does not compile, the last graph that did, greyed (model.graphStale).
+  const tasks = model.graphTasks;
+  const compact = options.compact ?? false;
+  const nodeH = compact ? 28 : NODE_H;
   if (tasks.length === 0) {
     return null;
   }
+  const layout = (rankdir: string) => {
   const graph = new dagre.graphlib.Graph({ multigraph: false });
-  graph.setGraph({ rankdir: 'TB', nodesep: 24, ranksep: 42, marginx: 8, marginy: 8 });
+  graph.setGraph(
+    compact
+      ? { rankdir, nodesep: 14, ranksep: 26, marginx: 4, marginy: 4 }
+      : { rankdir, nodesep: 28, ranksep: 48, marginx: 16, marginy: 16 }
+  );
   graph.setDefaultEdgeLabel(() => ({}));
   for (const task of tasks) {
-    const subtitle = taskSubtitle(task, model.taskState(task.name));
-    const width = Math.max(96, 28 + CHAR_W * Math.max(task.name.length, subtitle.length * 0.85));
-    graph.setNode(task.name, { width, height: NODE_H });
+    const subtitle = compact ? '' : taskSubtitle(task, model.taskState(task.name));
+    const width = compact
+      ? Math.max(60, 24 + CHAR_W * task.name.length)
+      : Math.max(110, 30 + CHAR_W * 1.1 * Math.max(task.name.length, subtitle.length * 0.85));
+    graph.setNode(task.name, { width, height: nodeH });
   }
   for (const task of tasks) {
     for (const upstream of task.upstream) {
       const names = Object.entries(task.inputs)
         .filter(([, producer]) => producer === upstream)
         .map(([name]) => name);
-      let label = names.join(', ');
+      let label = compact ? '' : names.join(', ');
       if (label.length > 24) {
         label = `${label.slice(0, 22)}…`;
       }
@@ -106,20 +133,35 @@ export function renderDag(
     }
   }
   dagre.layout(graph);
+  return graph;
+  };
+  let graph = layout('TB');
+  if (options.aspect) {
+    const fits = (g: dagre.graphlib.Graph) => {
+      const { width = 1, height = 1 } = g.graph();
+      return Math.min(options.aspect! / width, 1 / height);
+    };
+    const across = layout('LR');
+    if (fits(across) > fits(graph) * 1.05) {
+      graph = across;
+    }
+  }
   const size = graph.graph();
   const width = Math.ceil(size.width ?? 200);
   const height = Math.ceil(size.height ?? 100);
 
   const root = svg('svg', {
-    class: 'kiln-Dag',
+    class: `kiln-Dag${compact ? ' kiln-mod-compact' : ''}${model.graphStale ? ' kiln-mod-stale' : ''}`,
     viewBox: `0 0 ${width} ${height}`,
     width,
     height,
     role: 'img',
     'aria-label': `Pipeline ${model.compileResult?.spec?.name ?? ''}: ${tasks.length} tasks`
   });
-  root.style.maxWidth = '100%';
-  root.style.height = 'auto';
+  if (compact) {
+    root.style.maxWidth = '100%';
+    root.style.height = 'auto';
+  }
   const defs = svg('defs');
   const marker = svg('marker', {
     id: 'kiln-arrow',
@@ -193,12 +235,19 @@ export function renderDag(
       svg('rect', { x, y, width: node.width, height: node.height, rx: 6, class: 'kiln-Dag-box' }),
       svg('rect', { x, y, width: 6, height: node.height, rx: 3, fill: color, class: 'kiln-Dag-stripe' })
     );
-    const name = svg('text', { x: x + 14, y: y + 18, class: 'kiln-Dag-name' });
+    const name = svg('text', { x: x + 14, y: y + (compact ? 18 : 19), class: 'kiln-Dag-name' });
     name.textContent = task.name;
-    const subtitle = svg('text', { x: x + 14, y: y + 34, class: 'kiln-Dag-sub' });
-    subtitle.textContent = taskSubtitle(task, state);
-    group.append(name, subtitle);
+    group.append(name);
+    if (!compact) {
+      const subtitle = svg('text', { x: x + 14, y: y + 36, class: 'kiln-Dag-sub' });
+      subtitle.textContent = taskSubtitle(task, state);
+      group.append(subtitle);
+    }
     group.addEventListener('click', () => onTask(task));
+    group.addEventListener('contextmenu', () => {
+      contextTarget.path = model.path;
+      contextTarget.task = task.name;
+    });
     group.addEventListener('keydown', event => {
       if (event.key === 'Enter' || event.key === ' ') {
         event.preventDefault();

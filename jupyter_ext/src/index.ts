@@ -2,6 +2,9 @@ import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { badgesPlugin } from './badges';
 import { exportPlugin } from './exporter';
+import { outputsPlugin } from './outputs';
+import { viewPlugin } from './view';
+import { lintPlugin } from './lint';
 import { panelPlugin } from './panel';
 import { pipelinesPlugin } from './pipelines';
 import { runPlugin } from './run';
@@ -16,7 +19,10 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   panelPlugin,
   badgesPlugin,
   runPlugin,
-  exportPlugin
+  exportPlugin,
+  viewPlugin,
+  outputsPlugin,
+  lintPlugin
 ];
 
 export default plugins;

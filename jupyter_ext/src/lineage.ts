@@ -23,9 +23,15 @@ export function artifactSummary(artifact: IArtifact): string {
   if (typeof summary.dtype === 'string') {
     parts.push(summary.dtype);
   }
-  const size = formatBytes(artifact.size);
-  if (size) {
-    parts.push(size);
+  // Two different figures, both labelled: the runtime's in-memory estimate of the value and
+  // the bytes of the file the store keeps (a model's pickle is far larger than sys.getsizeof).
+  const memory = formatBytes(artifact.size);
+  if (memory) {
+    parts.push(`${memory} in memory`);
+  }
+  const stored = formatBytes(artifact.stored_bytes);
+  if (stored) {
+    parts.push(`${stored} stored`);
   }
   return parts.join(' · ');
 }
@@ -216,7 +222,7 @@ export class LineageSection {
         run_id: runId,
         lineage_db: model.settings.lineageUrl || undefined
       });
-      await this._commands.execute('docmanager:open', { path });
+      await this._commands.execute('kiln:open-output', { path }); // read-only viewer
     } catch (error) {
       item.append(el('div', 'kiln-Panel-error', (error as Error).message));
     }

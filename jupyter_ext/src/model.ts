@@ -9,6 +9,9 @@ import {
   IDiagnostic,
   IExportResult,
   IKilnSettings,
+  ILineageRun,
+  IPipelineSpec,
+  IRunEvent,
   IRunState,
   ITaskSpec,
   ITaskState,
@@ -135,17 +138,73 @@ export class PipelineModel implements IDisposable {
     return this._compileResult?.spec?.tasks ?? [];
   }
 
+  /** The tasks to draw: the current spec's, else the last spec that compiled (greyed). */
+  get graphTasks(): ITaskSpec[] {
+    return this._compileResult?.spec?.tasks ?? this._lastGoodSpec?.tasks ?? [];
+  }
+
+  /** True while the graph shown is the last good one, not the current content's. */
+  get graphStale(): boolean {
+    return !this._compileResult?.spec && this._lastGoodSpec !== null;
+  }
+
+  /** Every event of the current run so far (each with `at`, the server's epoch seconds). */
+  get runEvents(): IRunEvent[] {
+    return this._events;
+  }
+
+  /** The task and everything downstream of it, in spec order (Rerun from this task). */
+  downstreamOf(name: string): string[] {
+    const chosen = new Set([name]);
+    for (const task of this.tasks) {
+      if (task.upstream.some(u => chosen.has(u))) {
+        chosen.add(task.name);
+      }
+    }
+    return this.tasks.map(t => t.name).filter(n => chosen.has(n));
+  }
+
   get diagnostics(): IDiagnostic[] {
     return this._compileResult?.diagnostics ?? [];
   }
 
   taskColor(name: string): string {
-    const index = this.tasks.findIndex(t => t.name === name);
+    const index = this.graphTasks.findIndex(t => t.name === name);
     return TASK_COLORS[(index < 0 ? 0 : index) % TASK_COLORS.length];
   }
 
   taskState(name: string): ITaskState | null {
+    if (this._shownRecord) {
+      const task = this._shownRecord.tasks?.[name];
+      return task ? { status: task.status as ITaskState['status'], duration: task.duration ?? undefined } : null;
+    }
     return this._run?.tasks[name] ?? null;
+  }
+
+  /**
+   * True when a cell of this task changed since the shown run started: its badge is marked
+   * outdated (the status describes code that is no longer there).
+   */
+  taskOutdated(name: string): boolean {
+    const task = this.graphTasks.find(t => t.name === name);
+    if (!task || this._shownRecord || !this._run) {
+      return false;
+    }
+    return task.code.some(code => {
+      const ran = this._runSources.get(code.cell_id);
+      const cell = this.findCell(code.cell_id, null)?.cell;
+      return ran !== undefined && cell !== undefined && cell.model.sharedModel.getSource() !== ran;
+    });
+  }
+
+  /** A recorded run picked in the run history: badges, graph and timeline show it. */
+  get shownRecord(): ILineageRun | null {
+    return this._shownRecord;
+  }
+
+  showRecord(run: ILineageRun | null): void {
+    this._shownRecord = run;
+    this._changed.emit();
   }
 
   /** The task a cell belongs to, from the last compile result. */
@@ -227,6 +286,14 @@ export class PipelineModel implements IDisposable {
       }
       this._compileResult = result;
       this._compileError = null;
+      if (result.spec) {
+        this._lastGoodSpec = result.spec;
+      }
+      if (this._runErrorFromCompile) {
+        // "cannot run: the notebook does not compile" is about the content before this compile.
+        this._runError = null;
+        this._runErrorFromCompile = false;
+      }
     } catch (error) {
       if (request !== this._compileRequest || this._disposed) {
         return;
@@ -240,13 +307,18 @@ export class PipelineModel implements IDisposable {
     this._changed.emit();
   }
 
-  /** Save the notebook, start a run of it on the server and follow it until it ends. */
-  async startRun(): Promise<void> {
+  /**
+   * Save the notebook, start a run of it on the server and follow it until it ends.
+   * `useCache: false` neither reads nor writes the cache; `force` reruns those tasks.
+   */
+  async startRun(options: { useCache?: boolean; force?: string[] } = {}): Promise<void> {
     if (this.running) {
       return;
     }
     this._starting = true;
+    this._shownRecord = null;
     this._runError = null;
+    this._runErrorFromCompile = false;
     this._runDiagnostics = [];
     this._changed.emit();
     let runId: string;
@@ -260,14 +332,21 @@ export class PipelineModel implements IDisposable {
         scheduler: settings.schedulerAddress || undefined,
         store_url: settings.storeUrl || undefined,
         lineage_db: settings.lineageUrl || undefined,
-        workers: settings.workers > 0 ? settings.workers : undefined
+        workers: settings.workers > 0 ? settings.workers : undefined,
+        use_cache: options.useCache === false ? false : undefined,
+        force: options.force && options.force.length ? options.force : undefined
       });
       this._run = { ...started, tasks: {} };
+      this._events = [];
+      this._rememberSources();
       runId = started.run_id;
     } catch (error) {
       this._runError = (error as Error).message;
       if (error instanceof KilnRequestError && Array.isArray(error.body.diagnostics)) {
-        this._runDiagnostics = error.body.diagnostics as IDiagnostic[];
+        // The saved file does not compile. Its diagnostics are the compile result's, listed
+        // once: recompile the content instead of adding the run's copy of them.
+        this._runErrorFromCompile = true;
+        void this.compileNow(true);
       }
       throw error;
     } finally {
@@ -275,6 +354,19 @@ export class PipelineModel implements IDisposable {
       this._changed.emit();
     }
     await this._follow(runId);
+  }
+
+  /** Ask the server to cancel the current run (its tasks are cancelled on the cluster). */
+  async cancelRun(): Promise<void> {
+    const run = this._run;
+    if (!run || isFinalRun(run.status)) {
+      return;
+    }
+    const answer = await postKiln<IRunState>(`runs/${run.run_id}/cancel`, {});
+    if (this._run?.run_id === run.run_id) {
+      this._run = { ...this._run, status: answer.status };
+      this._changed.emit();
+    }
   }
 
   /** Save the notebook and export it as `pipelines/NAME/VERSION/` beside it (once per version). */
@@ -328,6 +420,9 @@ export class PipelineModel implements IDisposable {
       if (this._run?.run_id !== runId) {
         return; // another run took over
       }
+      if ((state.events?.length ?? 0) > 0) {
+        this._events = [...this._events, ...(state.events ?? [])];
+      }
       this._run = state;
       this._changed.emit();
       if (isFinalRun(state.status)) {
@@ -347,10 +442,19 @@ export class PipelineModel implements IDisposable {
         return;
       }
       this._run = { ...runs[0], tasks: {} };
+      this._events = [];
+      this._rememberSources(); // after a reload: changes from now on are known
+      this._changed.emit();
       await this._follow(runs[0].run_id);
     } catch {
       // No run history is not an error worth showing.
     }
+  }
+
+  private _rememberSources(): void {
+    this._runSources = new Map(
+      this.panel.content.widgets.map(cell => [cell.model.id, cell.model.sharedModel.getSource()])
+    );
   }
 
   private _indexCells(): void {
@@ -384,6 +488,11 @@ export class PipelineModel implements IDisposable {
     byId: new Map(),
     byIndex: new Map()
   };
+  private _lastGoodSpec: IPipelineSpec | null = null;
+  private _shownRecord: ILineageRun | null = null;
+  private _events: IRunEvent[] = [];
+  private _runSources = new Map<string, string>();
+  private _runErrorFromCompile = false;
   private _run: IRunState | null = null;
   private _runError: string | null = null;
   private _runDiagnostics: IDiagnostic[] = [];

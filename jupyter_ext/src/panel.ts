@@ -2,6 +2,8 @@ import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application'
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { Cell, ICellModel } from '@jupyterlab/cells';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { ILayoutRestorer } from '@jupyterlab/application';
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { CommandRegistry } from '@lumino/commands';
 import { Widget } from '@lumino/widgets';
 
@@ -13,8 +15,10 @@ import { SchedulesSection } from './schedules';
 import { kilnIcon } from './icons';
 import { PipelineModel } from './model';
 import { TagEditor, cellTags, writeCellTags } from './tageditor';
+import { applyTagForm, taskName } from './tags';
+import { postKiln } from './api';
 import { IKilnPipelines } from './tokens';
-import { IDiagnostic } from './types';
+import { ICompileResult, IDiagnostic } from './types';
 
 
 function diagnosticPlace(d: IDiagnostic): string {
@@ -50,6 +54,8 @@ export class PipelinePanel extends Widget {
     const actions = el('div', 'kiln-Panel-actions');
     actions.append(
       this._commandButton(CommandIDs.run, 'kiln-Panel-run-button jp-mod-accept'),
+      this._commandButton(CommandIDs.cancel, 'kiln-Panel-cancel-button jp-mod-warn'),
+      this._commandButton(CommandIDs.openView, 'kiln-Panel-view-button'),
       this._commandButton(CommandIDs.exportPipeline, 'kiln-Panel-export-button'),
       this._commandButton(CommandIDs.splitByHeadings, ''),
       this._commandButton(CommandIDs.compile, '')
@@ -101,6 +107,10 @@ export class PipelinePanel extends Widget {
       button.textContent = this._commands.label(id, { panel: true });
       button.title = this._commands.caption(id);
       button.disabled = !this._commands.isEnabled(id);
+      if (id === CommandIDs.cancel) {
+        // (style, not `hidden`: the button class sets a display)
+        button.style.display = button.disabled && this._model?.run?.status !== 'cancelling' ? 'none' : '';
+      }
     }
   }
 
@@ -193,9 +203,11 @@ export class PipelinePanel extends Widget {
       const where = run.scheduler ? `on ${run.scheduler}` : 'on a local Dask cluster';
       section.append(el('div', 'kiln-Run-where', where));
       const links = el('div', 'kiln-Run-links');
-      if (run.dashboard) {
+      if (run.dashboard_proxy) {
+        // Through this Jupyter server (jupyter-server-proxy): works from a remote browser and
+        // is gone with the cluster.
         const a = el('a', 'kiln-Run-dashboard', 'Dask dashboard ↗');
-        a.href = run.dashboard;
+        a.href = URLExt.join(PageConfig.getBaseUrl(), run.dashboard_proxy);
         a.target = '_blank';
         a.rel = 'noopener';
         links.append(a);
@@ -207,7 +219,7 @@ export class PipelinePanel extends Widget {
         a.title = path;
         a.addEventListener('click', event => {
           event.preventDefault();
-          void this._commands.execute('docmanager:open', { path });
+          void this._commands.execute(CommandIDs.openOutput, { path });
         });
         links.append(a);
       }
@@ -314,6 +326,55 @@ export class PipelinePanel extends Widget {
       }
     };
     apply.addEventListener('click', submit);
+    const note = el('div', 'kiln-TagEditor-note');
+    // As you type: the compiler's own verdict on the tags the form would write.
+    let timer = 0;
+    let asked = 0;
+    const check = async () => {
+      const form = editor.getValue();
+      const problem = editor.validate();
+      const renamed = info?.first && form.role === 'task' && form.name && taskName(form.name) !== info.task.name;
+      note.textContent = renamed
+        ? `Renaming starts a new lineage for “${taskName(form.name)}”; runs recorded as “${info!.task.name}” keep that name.`
+        : form.role === 'task' && form.name && taskName(form.name) !== form.name
+          ? `Saved as task:${taskName(form.name)} (task names are snake_case).`
+          : '';
+      if (problem) {
+        message.textContent = problem;
+        apply.disabled = true;
+        return;
+      }
+      const request = ++asked;
+      const notebook = model.panel.model?.toJSON() as { cells: Array<{ [key: string]: any }> } | undefined;
+      const position = model.panel.content.widgets.indexOf(cell);
+      if (!notebook || position < 0) {
+        return;
+      }
+      notebook.cells = notebook.cells.map((c, i) => ({
+        ...c,
+        ...(c.cell_type === 'code' ? { outputs: [], execution_count: null } : {}),
+        metadata: i === position ? { ...c.metadata, tags: applyTagForm(cellTags(cell), form) } : c.metadata
+      }));
+      try {
+        const result = await postKiln<ICompileResult>('compile', { path: model.path, notebook });
+        if (request !== asked) {
+          return;
+        }
+        const mine = result.diagnostics.filter(
+          d => d.severity === 'error' && d.cell_index === position && /tag|task|name|after/.test(d.code)
+        );
+        message.textContent = mine.map(d => d.message).join('\n');
+        apply.disabled = mine.length > 0;
+      } catch {
+        // The server's answer is a hint here; Apply still works without it.
+      }
+    };
+    const soon = () => {
+      window.clearTimeout(timer);
+      timer = window.setTimeout(() => void check(), 300);
+    };
+    editor.node.addEventListener('input', soon);
+    editor.node.addEventListener('change', soon);
     editor.node.addEventListener('keydown', event => {
       if (event.key === 'Enter' && (event.target as HTMLElement).tagName === 'INPUT') {
         event.preventDefault();
@@ -323,7 +384,7 @@ export class PipelinePanel extends Widget {
     const tagList = el('div', 'kiln-Panel-tags');
     tagList.textContent = tags.length ? `tags: ${tags.join('  ')}` : 'no tags';
     Widget.attach(editor, section);
-    section.append(apply, message, tagList);
+    section.append(apply, message, note, tagList);
     this._editor = editor;
   }
 
@@ -331,7 +392,16 @@ export class PipelinePanel extends Widget {
     const section = this._graphSection;
     section.replaceChildren();
     const model = this._model;
-    section.append(el('h3', 'kiln-Panel-heading', 'Graph'));
+    const heading = el('h3', 'kiln-Panel-heading', 'Graph');
+    if (model) {
+      heading.append(
+        ' ',
+        linkButton('kiln-Panel-openview', 'open view ↗', 'Open the Pipeline view in the main area (zoom, pan, timeline, history)', () => {
+          void this._commands.execute(CommandIDs.openView, { path: model.path });
+        })
+      );
+    }
+    section.append(heading);
     if (!model) {
       return;
     }
@@ -340,12 +410,24 @@ export class PipelinePanel extends Widget {
       return;
     }
     const active = this._cell ? model.cellTask(this._cell.model, model.panel.content.widgets.indexOf(this._cell)) : null;
-    const svg = renderDag(model, active?.task.name ?? null, task => {
-      const first = task.code[0];
-      void model.revealCell(first?.cell_id, first?.cell_index);
-    });
+    const svg = renderDag(
+      model,
+      active?.task.name ?? null,
+      task => {
+        const first = task.code[0];
+        void model.revealCell(first?.cell_id, first?.cell_index);
+      },
+      { compact: true }
+    );
     if (svg) {
+      svg.dataset.path = model.path;
       section.append(svg);
+      if (model.graphTasks.length > 12) {
+        section.append(el('div', 'kiln-Panel-empty', `${model.graphTasks.length} tasks: open the view to read them (zoom, pan).`));
+      }
+      if (model.graphStale) {
+        section.append(el('div', 'kiln-Panel-empty kiln-Panel-stale', 'Last graph that compiled: fix the errors below to update it.'));
+      }
     } else if (model.compileResult && !model.compileResult.ok) {
       section.append(el('div', 'kiln-Panel-empty', 'Fix the errors below to see the graph.'));
     } else if (model.compileResult) {
@@ -362,7 +444,8 @@ export class PipelinePanel extends Widget {
     if (!model) {
       return;
     }
-    const diagnostics = [...model.runDiagnostics, ...model.diagnostics];
+    // The compile result's diagnostics only: replaced on every compile, never added to.
+    const diagnostics = model.diagnostics;
     section.append(el('h3', 'kiln-Panel-heading', `Diagnostics (${diagnostics.length})`));
     if (diagnostics.length === 0) {
       section.append(el('div', 'kiln-Panel-empty', model.compileResult ? 'None.' : ''));
@@ -410,15 +493,18 @@ export const panelPlugin: JupyterFrontEndPlugin<void> = {
   description: 'The Pipeline side panel: tag editor, DAG, diagnostics and run state.',
   autoStart: true,
   requires: [IKilnPipelines, INotebookTracker],
-  optional: [ICommandPalette],
+  optional: [ICommandPalette, ILayoutRestorer],
   activate: (
     app: JupyterFrontEnd,
     pipelines: IKilnPipelines,
     tracker: INotebookTracker,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null
   ) => {
     const panel = new PipelinePanel(pipelines, tracker, app.commands);
     app.shell.add(panel, 'right', { rank: 200 });
+    // Open again after a page reload if it was open (the workspace remembers).
+    restorer?.add(panel, 'kiln-pipeline-panel');
     app.commands.addCommand(CommandIDs.showPanel, {
       label: 'Show Pipeline Panel',
       caption: 'Open the Kiln pipeline side panel',

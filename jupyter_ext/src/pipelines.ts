@@ -4,6 +4,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { PipelineModel } from './model';
+import { watchTags } from './tagguard';
 import { IKilnPipelines } from './tokens';
 import { DEFAULT_SETTINGS, IKilnSettings } from './types';
 
@@ -29,12 +30,19 @@ class KilnPipelines implements IKilnPipelines {
     return this._modelAdded;
   }
 
+  modelForPath(path: string): PipelineModel | null {
+    const panel = this._tracker.find(p => p.context.path === path || p.context.localPath === path);
+    return panel ? this.modelFor(panel) : null;
+  }
+
   modelFor(panel: NotebookPanel): PipelineModel {
     let model = this._models.get(panel);
     if (!model) {
       model = new PipelineModel(panel, () => this.settings);
       this._models.set(panel, model);
       model.disposed.connect(() => this._models.delete(panel));
+      const watched = model;
+      void panel.context.ready.then(() => watchTags(watched)); // what "tags as saved" means
       this._modelAdded.emit(model);
     }
     return model;

@@ -1,4 +1,6 @@
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { CommandRegistry } from '@lumino/commands';
+import cronstrue from 'cronstrue';
 
 import { postKiln, requestKiln } from './api';
 import { el, linkButton, relativeTime, showValue } from './dom';
@@ -6,6 +8,20 @@ import { PipelineModel } from './model';
 import { ISchedule, ISchedulesAnswer, IScheduleRun } from './types';
 
 const POLL_MS = 3000;
+/** Runs may come from elsewhere (`kiln scheduler`): refresh this often while it is visible. */
+const IDLE_POLL_MS = 10000;
+
+/** "At 06:00 AM, Monday through Friday" for "0 6 * * 1-5"; the raw text when cronstrue cannot. */
+export function cronText(cron: string): string {
+  // Kiln (croniter) puts seconds last in a 6-field cron; cronstrue reads them first.
+  const fields = cron.trim().split(/\s+/);
+  const text = fields.length === 6 ? [fields[5], ...fields.slice(0, 5)].join(' ') : cron;
+  try {
+    return cronstrue.toString(text, { use24HourTimeFormat: true, verbose: false });
+  } catch {
+    return cron;
+  }
+}
 
 /**
  * "n=3, name=x" pieces → the text of each value. The server reads them as `kiln schedule add -p`
@@ -126,13 +142,23 @@ export class SchedulesSection {
       }
       this._answer = answer;
       this._render(model, answer);
-      if (answer.scheduler.serving && answer.schedules.some(s => !s.paused)) {
-        this._timer = window.setTimeout(() => void this.refresh(), POLL_MS);
+      if (answer.schedules.length > 0) {
+        const busy = answer.scheduler.serving && answer.schedules.some(s => !s.paused);
+        this._timer = window.setTimeout(() => this._refreshIfVisible(), busy ? POLL_MS : IDLE_POLL_MS);
       }
     } catch (error) {
       if (request === this._request) {
         this._list.replaceChildren(el('div', 'kiln-Panel-error', (error as Error).message));
       }
+    }
+  }
+
+  /** Poll only while the section is on screen (the panel open); otherwise check again later. */
+  private _refreshIfVisible(): void {
+    if (this._list.isConnected && this._list.offsetParent !== null) {
+      void this.refresh();
+    } else {
+      this._timer = window.setTimeout(() => this._refreshIfVisible(), IDLE_POLL_MS);
     }
   }
 
@@ -181,8 +207,9 @@ export class SchedulesSection {
     head.append(
       el('span', 'kiln-Schedule-name', schedule.name),
       el('span', 'kiln-Schedule-state', schedule.state),
-      el('span', 'kiln-Schedule-cron', `${schedule.cron} (${schedule.timezone})`)
+      el('span', 'kiln-Schedule-cron', `${cronText(schedule.cron)} (${schedule.timezone})`)
     );
+    head.lastElementChild?.setAttribute('title', `cron: ${schedule.cron}`);
     item.append(head);
     const facts = el('div', 'kiln-Schedule-facts');
     const parameters = Object.entries(schedule.parameters)
@@ -206,7 +233,15 @@ export class SchedulesSection {
         void this._act(model, `schedules/${schedule.name}/${toggle}`, 'POST');
       }),
       linkButton('kiln-Schedule-remove', 'Remove', 'Delete this schedule and its run history', () => {
-        void this._act(model, `schedules/${schedule.name}`, 'DELETE');
+        void showDialog({
+          title: `Remove schedule ${schedule.name}?`,
+          body: `It stops running (${cronText(schedule.cron)}) and its record of ${schedule.last_runs.length ? 'past runs' : 'runs'} is deleted from the lineage database. Output notebooks already written stay on disk.`,
+          buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Remove' })]
+        }).then(answer => {
+          if (answer.button.accept) {
+            void this._act(model, `schedules/${schedule.name}`, 'DELETE');
+          }
+        });
       })
     );
     item.append(actions);
@@ -256,7 +291,7 @@ export class SchedulesSection {
         run,
         lineage_db: model.settings.lineageUrl || undefined
       });
-      await this._commands.execute('docmanager:open', { path });
+      await this._commands.execute('kiln:open-output', { path }); // read-only viewer
     } catch (error) {
       this._message.textContent = (error as Error).message;
     }

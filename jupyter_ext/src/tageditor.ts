@@ -1,10 +1,11 @@
 import { Cell } from '@jupyterlab/cells';
 import { Widget } from '@lumino/widgets';
 
+import { noteTagEdit } from './tagguard';
 import { CellRole, ICellTagForm, applyTagForm, readTagForm } from './tags';
 
 const ROLES: Array<[CellRole, string]> = [
-  ['member', 'Part of the task above (no tag)'],
+  ['member', 'No tag: part of the task above (setup before the first task)'],
   ['task', 'Starts a task'],
   ['setup', 'Setup (imports, functions)'],
   ['parameters', 'Parameters'],
@@ -71,11 +72,11 @@ export class TagEditor extends Widget {
     this._name = textInput('name', form.name, 'e.g. load_data');
     this._after = textInput('after', form.after.join(', '), 'tasks to wait for, e.g. load, clean');
     this._after.setAttribute('list', listId);
-    this._cpu = textInput('cpu', form.cpu, '1');
-    this._memory = textInput('memory', form.memory, '4GiB');
-    this._gpu = textInput('gpu', form.gpu, '0');
-    this._retries = textInput('retries', form.retries, '0');
-    this._timeout = textInput('timeout', form.timeout, '30m');
+    this._cpu = textInput('cpu', form.cpu, 'e.g. 2 (none set)');
+    this._memory = textInput('memory', form.memory, 'e.g. 4GiB (none set)');
+    this._gpu = textInput('gpu', form.gpu, 'e.g. 1 (none set)');
+    this._retries = textInput('retries', form.retries, 'e.g. 2 (no retries)');
+    this._timeout = textInput('timeout', form.timeout, 'e.g. 30m (no timeout)');
     this._cache = document.createElement('input');
     this._cache.type = 'checkbox';
     this._cache.name = 'cache';
@@ -176,11 +177,15 @@ export class TagEditor extends Widget {
 export function writeCellTags(cell: Cell, form: ICellTagForm): void {
   const current = (cell.model.getMetadata('tags') as string[] | undefined) ?? [];
   const tags = applyTagForm(current, form);
-  if (tags.length === 0) {
-    cell.model.deleteMetadata('tags');
-  } else if (JSON.stringify(tags) !== JSON.stringify(current)) {
-    cell.model.setMetadata('tags', tags);
-  }
+  noteTagEdit(cell.model, tags);
+  // One shared-model transaction: collaborators and the undo history see one change.
+  cell.model.sharedModel.transact(() => {
+    if (tags.length === 0) {
+      cell.model.deleteMetadata('tags');
+    } else if (JSON.stringify(tags) !== JSON.stringify(current)) {
+      cell.model.setMetadata('tags', tags);
+    }
+  });
 }
 
 export function cellTags(cell: Cell): string[] {

@@ -119,7 +119,7 @@ export function formTags(form: ICellTagForm): string[] {
   if (form.role !== 'task') {
     return [];
   }
-  const tags = [`task:${clean(form.name)}`];
+  const tags = [`task:${taskName(form.name)}`];
   for (const upstream of form.after.map(clean).filter(Boolean)) {
     tags.push(`after:${upstream}`);
   }
@@ -148,11 +148,28 @@ export function formTags(form: ICellTagForm): string[] {
   return tags;
 }
 
-/** A cell's new tag list: its foreign tags kept in place, the editor's tags replaced. */
+/** The one naming rule for task names (form, Split by Headings): snake_case. */
+export function taskName(text: string): string {
+  const trimmed = text.trim();
+  return trimmed ? slugify(trimmed) : '';
+}
+
+/**
+ * A cell's new tag list: its foreign tags kept in place, the editor's tags replaced. Policy
+ * tags whose values the form did not change stay exactly as the user wrote them (two
+ * `resources:` tags are not merged into one).
+ */
 export function applyTagForm(tags: readonly string[], form: ICellTagForm): string[] {
-  const kept = tags.filter(tag => !isEditorTag(tag));
-  const result = [...kept];
-  for (const tag of formTags(form)) {
+  const before = readTagForm(tags);
+  const sameResources =
+    before.cpu === form.cpu && before.memory === form.memory && before.gpu === form.gpu;
+  const keep = (tag: string) =>
+    !isEditorTag(tag) || (sameResources && form.role === 'task' && tag.toLowerCase().startsWith('resources:'));
+  const result = tags.filter(keep);
+  const wanted = formTags(form).filter(
+    tag => !(sameResources && tag.toLowerCase().startsWith('resources:'))
+  );
+  for (const tag of wanted) {
     if (!result.includes(tag)) {
       result.push(tag);
     }
@@ -174,6 +191,7 @@ export function firstHeading(markdown: string): string | null {
 /** A task name from a heading: lower case, words joined by `_`, valid as `task:NAME`. */
 export function slugify(heading: string): string {
   let slug = heading
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2') // camelCase words are words too
     .normalize('NFKD')
     .replace(/[\u0300-\u036f]/g, '')
     .toLowerCase()

@@ -11,6 +11,8 @@ import { PipelineModel } from './model';
 export interface IKilnPipelines {
   /** The model of a notebook panel (created on first use). */
   modelFor(panel: NotebookPanel): PipelineModel;
+  /** The model of the open notebook at this path, if it is open. */
+  modelForPath(path: string): PipelineModel | null;
   /** The model of the current notebook, if any. */
   readonly current: PipelineModel | null;
   /** Emitted when the current notebook changes. */

@@ -57,6 +57,7 @@ export type TaskStatus =
   | 'done'
   | 'failed'
   | 'upstream_failed'
+  | 'cancelled'
   | 'interrupted'
   | 'not_run';
 
@@ -82,7 +83,20 @@ export type RunStatus =
   | 'running'
   | 'succeeded'
   | 'failed'
+  | 'cancelling'
+  | 'cancelled'
   | 'interrupted';
+
+/** A runtime event as the server kept it (`jupyter_ext/runs.py`), with `at` (epoch s). */
+export interface IRunEvent {
+  type: 'run' | 'task';
+  status: string;
+  task?: string;
+  attempt?: number;
+  duration?: number | null;
+  reason?: string;
+  at: number;
+}
 
 export interface IRunState {
   run_id: string;
@@ -91,12 +105,16 @@ export interface IRunState {
   started: string;
   finished: string | null;
   dashboard: string | null;
+  /** The dashboard through this Jupyter server (relative to its base URL), while it is up. */
+  dashboard_proxy?: string | null;
   /** The Dask scheduler the run went to; null for the embedded LocalCluster. */
   scheduler?: string | null;
   output_notebook: string | null;
   error: string | null;
   tasks: { [task: string]: ITaskState };
+  events?: IRunEvent[];
   event_count?: number;
+  options?: { use_cache?: boolean; force?: string[] };
 }
 
 /** Settings from the settings registry (schema: jupyter_ext/schema/pipeline.json). */
@@ -117,7 +135,9 @@ export const DEFAULT_SETTINGS: IKilnSettings = {
 };
 
 export function isFinalRun(status: RunStatus): boolean {
-  return status === 'succeeded' || status === 'failed' || status === 'interrupted';
+  return (
+    status === 'succeeded' || status === 'failed' || status === 'cancelled' || status === 'interrupted'
+  );
 }
 
 /** A file a task read or wrote (`jupyter_ext/history.py`); `path` is null outside the root. */
@@ -133,6 +153,8 @@ export interface IArtifact {
   digest: string;
   type: string | null;
   size: number | null;
+  /** Bytes of the stored file (the artifact store's copy), when recorded. */
+  stored_bytes?: number | null;
   summary: {
     shape?: number[];
     dtype?: string;
@@ -143,8 +165,19 @@ export interface IArtifact {
 }
 
 /** One task of one recorded run (`GET /kiln/lineage?task=`). */
+export interface IAttempt {
+  attempt: number;
+  status: string;
+  duration: number | null;
+  error?: string;
+  retry?: string;
+}
+
 export interface ITaskRecord {
   status: string;
+  started_at?: string | null;
+  ended_at?: string | null;
+  attempt_log?: IAttempt[];
   version: string;
   duration: number | null;
   cached: boolean;
@@ -161,11 +194,14 @@ export interface ILineageRun {
   run_id: string;
   status: string;
   started_at: string | null;
+  ended_at?: string | null;
   duration: number | null;
+  user?: string | null;
   pipeline_version: string;
   parameters: { [name: string]: unknown };
   has_output: boolean;
   task?: ITaskRecord;
+  tasks?: { [name: string]: ITaskRecord };
 }
 
 export interface ILineageAnswer {

@@ -34,7 +34,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).parent / "screenshots"
+# Where the tests write their screenshots: a git-ignored folder (or $KILN_SCREENSHOTS), so a
+# test run never rewrites the committed ones in tests/ui/screenshots/ (copied there on purpose).
+SCREENSHOTS = Path(
+    os.environ.get("KILN_SCREENSHOTS") or Path(__file__).parent / "screenshots" / "latest"
+)
 
 # User settings for the test's JupyterLab: no news toast, no update check.
 LAB_SETTINGS = {

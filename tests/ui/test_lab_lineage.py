@@ -107,7 +107,9 @@ def test_lineage_export_and_a_scheduled_run(lab: Lab, page: Any, screenshots: Pa
     form.locator(".kiln-Schedules-create").click()
     item = page.locator(f"{PANEL} .kiln-Schedule[data-schedule='wine']")
     item.wait_for()
-    assert "* * * * * */5 (UTC)" in item.locator(".kiln-Schedule-cron").inner_text()
+    # Cron read out (cronstrue; seconds last, as croniter has them), the raw text on hover.
+    assert "Every 5 seconds (UTC)" in item.locator(".kiln-Schedule-cron").inner_text()
+    assert item.locator(".kiln-Schedule-cron").get_attribute("title") == "cron: * * * * * */5"
     assert "factor=3" in item.locator(".kiln-Schedule-params").inner_text()
     page.wait_for_selector(
         f"{PANEL} .kiln-ScheduleRun.kiln-mod-status-succeeded .kiln-ScheduleRun-output",
@@ -130,4 +132,7 @@ def test_lineage_export_and_a_scheduled_run(lab: Lab, page: Any, screenshots: Pa
 
     open_tab(page, "wine.ipynb")
     item.locator(".kiln-Schedule-remove").click()
+    dialog = page.locator(".jp-Dialog")
+    assert "run" in dialog.inner_text()  # says what removing deletes, before it does
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
     page.wait_for_selector(f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')")
