@@ -20,6 +20,7 @@ from compiler.runtime.state import (
     AttemptRunning,
     AttemptSucceeded,
     Cancel,
+    CancelRun,
     Emit,
     FindMoreMemory,
     KillWorker,
@@ -209,3 +210,24 @@ def test_cache_hits_resolve_without_submitting_and_a_changed_upstream_reruns_its
     after = state.handle(AttemptSucceeded("a", key_of(state, "a"), produced, 1.0))
     assert submits(after) == ["b"]  # its cache entry was made from the old value
     assert any(isinstance(i, StoreManifest) and i.task == "a" for i in after)
+
+
+def test_cancel_stops_what_runs_ends_the_rest_cancelled_and_submits_nothing_more():
+    state = state_for(
+        pipeline(
+            task("load"),
+            task("fit", inputs={"df": "load"}, retries=3),
+            task("report", inputs={"m": "fit"}),
+        )
+    )
+    state.handle(Started(0.0))
+    state.handle(AttemptSucceeded("load", key_of(state, "load"), OK, 0.5))
+    state.handle(AttemptRunning("fit", key_of(state, "fit"), "tcp://w1", 0.6))
+    stopped = state.handle(CancelRun(1.0))
+    assert Cancel("fit") in stopped  # the attempt on the cluster is cancelled
+    assert statuses(stopped) == [("fit", "cancelled"), ("report", "cancelled")]
+    assert state.finished and state.next_due() is None
+    assert submits(state.handle(Tick(100.0))) == []  # no retry, no downstream task
+    result = state.result(parameters={}, dashboard=None, store_url=None)
+    assert result.status == "cancelled"
+    assert [t.status for t in result.tasks] == ["done", "cancelled", "cancelled"]

@@ -48,11 +48,11 @@ from compiler.runtime.parameters import resolve_parameters
 from compiler.runtime.plan import plan_run, task_payload
 from compiler.runtime.results import RunResult
 from compiler.runtime.state import (
-    CancelRun,
     AttemptFailed,
     AttemptRunning,
     AttemptSucceeded,
     Cancel,
+    CancelRun,
     Emit,
     FindMoreMemory,
     Instruction,
