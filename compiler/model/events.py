@@ -90,7 +90,19 @@ class TaskEvent(_Record):
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"attempts", "attempt_log", "error", "reason"})
 
 
-Event = RunEvent | TaskEvent
+@dataclass(frozen=True, eq=False)
+class CellEvent(_Record):
+    """A cell of a running task started (`status` running) or finished (with its outputs),
+    for runs that ask for them (papermill's engine follows a run cell by cell)."""
+
+    run_id: str
+    task: str
+    status: str  # "running" | "finished"
+    cell: Mapping[str, Any]  # cell_id, cell_index, status, outputs, started, duration
+    type: str = "cell"
+
+
+Event = RunEvent | TaskEvent | CellEvent
 # A listener gets every event of a run; it must not raise (the runtime counts and drops errors).
 Listener = Callable[[Mapping[str, Any]], None]
 

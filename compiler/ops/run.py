@@ -97,6 +97,9 @@ def run_notebook(
     store_url: str | None = None,
     output_notebook: str | Path | None = None,
     working_dir: str | Path | None = None,
+    notebook_json: Mapping[str, Any] | None = None,
+    cell_events: bool = False,
+    cell_timeout: float | None = None,
 ) -> RunResult:
     """Run a prepared notebook on Dask, recorded in lineage (`lineage_db`: a SQLAlchemy URL;
     default $KILN_LINEAGE_DB, else `.kiln/lineage.db` beside the notebook, or in
@@ -121,6 +124,9 @@ def run_notebook(
         store_url=store_url,
         output_notebook=output_notebook,
         working_dir=working_dir,
+        notebook_json=notebook_json,
+        cell_events=cell_events,
+        cell_timeout=cell_timeout,
     )
 
 
@@ -145,9 +151,13 @@ def run_spec(
     output_notebook: str | Path | None = None,
     working_dir: str | Path | None = None,
     cancel: threading.Event | None = None,
+    notebook_json: Mapping[str, Any] | None = None,
+    cell_events: bool = False,
+    cell_timeout: float | None = None,
 ) -> RunResult:
     """A compiled spec through the runtime, with the lineage recorder as one more listener.
-    `cancel`: see run_pipeline (the server's Cancel sets it)."""
+    `cancel`: see run_pipeline (the server's Cancel sets it). `notebook_json`, `cell_events`,
+    `cell_timeout`: see runtime.driver.run_pipeline."""
     run_id = run_id or new_run_id()
     notebook = Path(notebook_path).resolve()
     workdir = Path(working_dir).resolve() if working_dir else None
@@ -187,6 +197,9 @@ def run_spec(
             memory_limit=memory_limit,
             working_dir=workdir,
             cancel=cancel,
+            notebook_json=notebook_json,
+            cell_events=cell_events,
+            cell_timeout=cell_timeout,
         )
     except BaseException as exc:
         if recorder is not None:

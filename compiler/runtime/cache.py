@@ -26,7 +26,7 @@ from typing import IO, Any
 import cloudpickle
 import fsspec
 
-from compiler.model.hashing import digest, file_digest
+from compiler.model.hashing import MISSING, digest, file_digest
 
 _CHUNK = 1 << 20
 
@@ -50,6 +50,44 @@ def cache_key(
 
 def dataset_digests(reads: Iterable[str], notebook_dir: Path) -> dict[str, str]:
     return {rel: file_digest(notebook_dir / rel) for rel in reads}
+
+
+def file_fingerprint(path: Path) -> str:
+    """Size and modification time of a file, or of each file in a folder: enough to see that a
+    file a task wrote was deleted or rewritten since, without reading it (a task's written
+    files are often its largest ones, checked at every plan)."""
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return f"{stat.st_size}:{stat.st_mtime_ns}"
+        if path.is_dir():
+            digest = hashlib.sha256()
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                stat = child.stat()
+                digest.update(
+                    f"{child.relative_to(path)}\0{stat.st_size}:{stat.st_mtime_ns}\0".encode()
+                )
+            return digest.hexdigest()
+    except OSError:
+        pass
+    return MISSING
+
+
+def written_file_fingerprints(writes: Iterable[str], folder: Path) -> dict[str, str]:
+    """Fingerprints of the files a task writes (its spec's datasets.writes), relative to the
+    folder tasks run in; stored in the task's cache manifest."""
+    return {rel: file_fingerprint(folder / rel) for rel in writes}
+
+
+def changed_written_files(manifest: Mapping[str, Any], folder: Path) -> list[str]:
+    """Files the cached run wrote that are missing or changed now: the task must run again
+    (its point may be the file itself). Manifests written before this check have none."""
+    recorded = manifest.get("writes") or {}
+    return [
+        rel
+        for rel, fingerprint in recorded.items()
+        if fingerprint == MISSING or file_fingerprint(folder / rel) != fingerprint
+    ]
 
 
 def local_module_paths(imports: Iterable[str], folder: Path) -> dict[str, Path]:

@@ -14,6 +14,7 @@ are listeners (model.events), composed by `compiler.ops`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from compiler.model.ids import new_run_id
 from compiler.model.spec import PipelineSpec
 from compiler.model.statuses import RunStatus
 from compiler.runtime import notebook_output
-from compiler.runtime.cache import ArtifactStore, load_outputs
+from compiler.runtime.cache import ArtifactStore, load_outputs, written_file_fingerprints
 from compiler.runtime.cluster import (
     ClusterSession,
     Placement,
@@ -53,6 +54,7 @@ from compiler.runtime.state import (
     AttemptSucceeded,
     Cancel,
     CancelRun,
+    CellProgress,
     Emit,
     FindMoreMemory,
     Instruction,
@@ -96,10 +98,16 @@ class Driver:
         run_id: str,
         working_dir: Path | None,
         cancel: threading.Event | None = None,
+        notebook_json: Mapping[str, Any] | None = None,
+        cell_events: bool = False,
+        cell_timeout: float | None = None,
     ):
         self.spec = spec
         # Set from another thread (the server's Cancel); the loop feeds CancelRun to the state.
         self.cancel = cancel
+        self.notebook = notebook_json  # compiled content that is not the file on disk, or None
+        self.cell_events = cell_events or bool(cell_timeout)
+        self.cell_timeout = cell_timeout
         self.notebook_path = notebook_path
         self.working_dir = working_dir
         # Relative paths, the cache and the output notebook: the notebook's folder by default.
@@ -145,7 +153,12 @@ class Driver:
             self._close_session()
             raise
         self.state = RunState(
-            self.spec, plan, run_id=self.run_id, use_cache=self.use_cache, placements=placements
+            self.spec,
+            plan,
+            run_id=self.run_id,
+            use_cache=self.use_cache,
+            placements=placements,
+            cell_timeout=self.cell_timeout,
         )
         dashboard = self.session.dashboard if self.session else None
         try:
@@ -215,7 +228,13 @@ class Driver:
             elif isinstance(instruction, Submit):
                 self._submit(instruction)
             elif isinstance(instruction, StoreManifest):
-                self.store.write_manifest(instruction.cache_key, instruction.manifest)
+                # What the task wrote, as it is now: a later plan reruns it once they changed.
+                writes = self.spec.task(instruction.task).writes
+                manifest = {
+                    **instruction.manifest,
+                    "writes": written_file_fingerprints(writes, self.notebook_dir),
+                }
+                self.store.write_manifest(instruction.cache_key, manifest)
             elif isinstance(instruction, Release):
                 self.futures.pop(instruction.task, None)
                 self.load_futures.pop(instruction.task, None)
@@ -269,6 +288,8 @@ class Driver:
             module_dir=str(self.module_dir),
             store_url=self.store.url if self.use_cache else None,
             event_topic=self.event_topic,
+            cell_timeout=self.cell_timeout,
+            cell_events=self.cell_events,
         )
         placement: Placement = self.state.placement(task.name) or Placement()
         self.futures[task.name] = self.session.client.submit(
@@ -336,6 +357,9 @@ class Driver:
             return AttemptSucceeded(task, key, message, now)
         if kind == "failed":
             return AttemptFailed(task, key, dict(message["error"]), dict(message), now)
+        if kind in ("cell_started", "cell_finished"):
+            cell = dict(message.get("cell") or {})
+            return CellProgress(task, key, kind == "cell_started", cell, now)
         return None
 
     def _poll_futures(self, now: float) -> None:
@@ -384,6 +408,9 @@ class Driver:
     def _snapshot_notebook(self) -> None:
         """The notebook as it is when the run starts: the output notebook is built from it, so
         edits saved while the run goes on do not mix into this run's record."""
+        if self.notebook is not None:
+            self.notebook_snapshot = copy.deepcopy(dict(self.notebook))
+            return
         try:
             self.notebook_snapshot = notebook_output.read_notebook_json(self.notebook_path)
         except (OSError, ValueError):  # no notebook beside a bare spec: no output notebook
@@ -502,6 +529,9 @@ def run_pipeline(
     memory_limit: int | str | None = None,
     working_dir: str | Path | None = None,
     cancel: threading.Event | None = None,
+    notebook_json: Mapping[str, Any] | None = None,
+    cell_events: bool = False,
+    cell_timeout: float | None = None,
 ) -> RunResult:
     """Run a compiled pipeline spec on Dask and write its output notebook.
 
@@ -518,6 +548,11 @@ def run_pipeline(
     Recording lineage is a listener's job: see compiler.ops.run. Setting `cancel` (from any
     thread) stops the run: attempts in flight are cancelled on the cluster, unfinished tasks end
     `cancelled` and so does the run.
+    Recording lineage is a listener's job: see compiler.ops.run. `notebook_json` (nbformat-4
+    JSON): the notebook `spec` was compiled from, when that is not the file at
+    `notebook_path` (the output notebook is built from it, cell for cell). `cell_events`:
+    listeners also get a CellEvent as each cell starts and ends (a scheduler message each);
+    `cell_timeout`: a limit in seconds on each cell (papermill's --execution-timeout).
     """
     typed = PipelineSpec.from_dict(spec)
     notebook = Path(notebook_path).resolve()
@@ -552,5 +587,8 @@ def run_pipeline(
         run_id=run_id or new_run_id(),
         working_dir=workdir,
         cancel=cancel,
+        notebook_json=notebook_json,
+        cell_events=cell_events,
+        cell_timeout=cell_timeout,
     )
     return driver.execute()

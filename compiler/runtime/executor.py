@@ -16,11 +16,13 @@ import base64
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -107,14 +109,16 @@ class OutputCollector:
 
 
 class _StreamToCollector:
-    """A text file that appends to the active collector (sys.stdout/sys.stderr during a cell)."""
+    """A text file that appends to the collector of the cell running now (sys.stdout and
+    sys.stderr during a cell). Like a kernel's streams it is one object for the whole process:
+    a logging handler made in one cell (logging.basicConfig) that keeps it writes into
+    whichever cell logs later, not into a finished cell's outputs."""
 
-    def __init__(self, name: str, collector: OutputCollector):
+    def __init__(self, name: str):
         self.name = name
-        self.collector = collector
 
     def write(self, text: str) -> int:
-        self.collector.add_stream(self.name, str(text))
+        _ACTIVE.add_stream(self.name, str(text))
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:
@@ -146,6 +150,8 @@ def jsonable_bundle(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _ACTIVE = OutputCollector()  # where the shell's display machinery writes right now
+_STDOUT = _StreamToCollector("stdout")
+_STDERR = _StreamToCollector("stderr")
 
 
 def _make_shell_class() -> Any:
@@ -202,6 +208,20 @@ def _make_shell_class() -> Any:
         displayhook_class = Type(CapturingDisplayHook)
         display_pub_class = Type(CapturingDisplayPublisher)
 
+        def enable_gui(self, gui: Any = None) -> None:
+            """`%matplotlib inline` (or agg, svg, any non-GUI backend) needs no event loop, as in
+            ipykernel; the base class raises NotImplementedError for every backend. A GUI event
+            loop (qt, tk, osx) cannot run on a Dask worker, which has no display."""
+            if gui in (None, "inline", "agg", "svg", "pdf", "ps", "cairo", "template"):
+                return
+            from IPython.core.error import UsageError
+
+            raise UsageError(
+                f"%matplotlib {gui}: a GUI backend needs a display, and Kiln tasks run on Dask "
+                "workers without one; use %matplotlib inline (figures appear in the output "
+                "notebook) or savefig()"
+            )
+
         def _showtraceback(self, etype: Any, evalue: Any, stb: Any) -> None:
             # Instead of printing the traceback to stdout, keep it as the cell's error output.
             _ACTIVE.add(
@@ -243,6 +263,8 @@ def get_shell() -> Any:
         config.InteractiveShell.colors = "nocolor"  # tracebacks read well in CLI and notebook
         _SHELL = _make_shell_class().instance(config=config)
         _BASELINE_NS = dict(_SHELL.user_ns)
+        _BASELINE_WARNING_FILTERS[:] = warnings.filters
+        _BASELINE_LOGGING[:] = [logging.root.level, list(logging.root.handlers)]
     return _SHELL
 
 
@@ -267,9 +289,37 @@ def _restore_inline_figures(shell: Any) -> None:
         configure_inline_support(shell, _INLINE_BACKEND)
 
 
+_BASELINE_WARNING_FILTERS: list[Any] = []
+
+
+def _fresh_warnings() -> None:
+    """Warnings as in a fresh kernel: the filters a task set (`warnings.filterwarnings(
+    "ignore")`) are dropped, and a warning shown once by an earlier task on this worker is
+    shown again (Python keeps "already shown" per process; a kernel is a new process)."""
+    warnings.filters[:] = _BASELINE_WARNING_FILTERS  # type: ignore[index]  # a list at run time
+    warnings._filters_mutated()  # type: ignore[attr-defined]  # invalidates the registries
+
+
+_BASELINE_LOGGING: list[Any] = []  # the root logger's level and handlers before any task
+
+
+def _fresh_logging() -> None:
+    """The root logger as in a fresh kernel: a task's logging.basicConfig() must not make the
+    next notebook's basicConfig() a no-op (its log lines went to the earlier task's handler)."""
+    if not _BASELINE_LOGGING:
+        return
+    level, handlers = _BASELINE_LOGGING
+    root = logging.root
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
 def fresh_namespace(shell: Any, names: Mapping[str, Any]) -> None:
     """Reset the user namespace to the shell's initial one plus `names` (faster than reset())."""
     _restore_inline_figures(shell)
+    _fresh_warnings()
+    _fresh_logging()
     ns = shell.user_ns
     ns.clear()
     ns.update(_BASELINE_NS)
@@ -296,8 +346,16 @@ class TaskGuard:
     thread (PyThreadState_SetAsyncExc). The watching is done by one long-lived thread per worker
     process (`_Watchdog`): starting a thread per task would cost more than a trivial task."""
 
-    def __init__(self, timeout: float | None, memory_threshold: int | None):
+    def __init__(
+        self,
+        timeout: float | None,
+        memory_threshold: int | None,
+        cell_timeout: float | None = None,
+    ):
         self.timeout = timeout
+        # papermill's --execution-timeout: a limit on each cell, counted from `cell_started`.
+        self.cell_timeout = cell_timeout
+        self.cell_started = 0.0
         self.memory_threshold = memory_threshold
         self.peak_rss = 0
         self.fired: type[BaseException] | None = None
@@ -317,6 +375,10 @@ class TaskGuard:
         if self.timeout and time.monotonic() - self.started > self.timeout:
             message = f"task exceeded its timeout of {self.timeout}s"
             self._interrupt(type("TaskTimeout", (TaskTimeout,), {"message": message}))
+        if self.cell_timeout and self.cell_started:
+            if time.monotonic() - self.cell_started > self.cell_timeout:
+                message = f"cell exceeded its execution timeout of {self.cell_timeout}s"
+                self._interrupt(type("TaskTimeout", (TaskTimeout,), {"message": message}))
         if self.memory_threshold and rss > self.memory_threshold:
             message = (
                 f"worker memory use passed {self.memory_threshold} bytes, close to its limit; "
@@ -444,6 +506,16 @@ def _log_event(worker: Any, topic: str | None, message: dict[str, Any]) -> None:
             pass
 
 
+def _log_cell_event(
+    worker: Any, topic: str | None, payload: Mapping[str, Any], cell: Mapping[str, Any], kind: str
+) -> None:
+    """A cell started or finished (with its outputs so far): one small event per cell, sent
+    only when the run asked for them (a scheduler round trip each)."""
+    if topic:
+        message = {"kind": kind, "key": payload["key"], "task": payload["task"], "cell": dict(cell)}
+        _log_event(worker, topic, message)
+
+
 def forget_local_modules(folder: str) -> None:
     """Forget modules imported from the notebook's folder (`helpers.py`, `mylib/`), so each task
     imports them afresh: a worker of a long-lived cluster must not run a helper as it was when
@@ -486,11 +558,17 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
     modules = str(payload.get("module_dir") or folder)
     forget_local_modules(modules)
     previous = os.getcwd()
+    # `%env NAME=value` and os.environ[...] = ... last for the task, as for a kernel's notebook;
+    # the worker process outlives it and serves other notebooks.
+    environment = dict(os.environ)
     os.chdir(folder)
     sys.path.insert(0, modules)
     try:
         yield
     finally:
+        if os.environ != environment:
+            os.environ.clear()
+            os.environ.update(environment)
         os.chdir(previous)
         with contextlib.suppress(ValueError):
             sys.path.remove(modules)
@@ -501,8 +579,8 @@ def _capturing(collector: OutputCollector) -> Iterator[None]:
     global _ACTIVE
     previous = (_ACTIVE, sys.stdout, sys.stderr)
     _ACTIVE = collector
-    sys.stdout = _StreamToCollector("stdout", collector)
-    sys.stderr = _StreamToCollector("stderr", collector)
+    sys.stdout = _STDOUT
+    sys.stderr = _STDERR
     try:
         yield
     finally:
@@ -611,7 +689,11 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         for c in payload["cells"]
     ]
     error: dict[str, Any] | None = None
-    guard = TaskGuard(payload.get("timeout"), memory_threshold_for(memory_limit))
+    guard = TaskGuard(
+        payload.get("timeout"), memory_threshold_for(memory_limit), payload.get("cell_timeout")
+    )
+    # papermill's engine follows each cell (saves, --log-output); `kiln run` needs only tasks.
+    cell_topic = topic if payload.get("cell_events") else None
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
     with _in_notebook_folder(payload):
         try:
@@ -632,12 +714,16 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                     collector = OutputCollector()
                     cell["outputs"] = collector.outputs
                     prefix = f"<ipython-input-{shell.execution_count}-"
-                    cell_started = time.monotonic()
+                    cell["started"] = time.time()
+                    _log_cell_event(worker, cell_topic, payload, cell, "cell_started")
+                    cell_started = guard.cell_started = time.monotonic()
                     exc = _run_source(shell, spec_cell["source"], collector)
+                    guard.cell_started = 0.0
                     cell["duration"] = time.monotonic() - cell_started
                     cell["status"] = "error" if exc is not None else "ok"
                     if exc is not None:
                         error = _error_record(exc, spec_cell, collector, prefix)
+                    _log_cell_event(worker, cell_topic, payload, cell, "cell_finished")
                 current = None
         except (TaskTimeout, MemoryError) as exc:
             # Delivered outside the cell's own code (between cells, in IPython internals).
@@ -758,6 +844,15 @@ def _error_output(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def _shown_as_usage_error(exc: BaseException, collector: OutputCollector) -> bool:
+    if type(exc).__name__ != "UsageError":
+        return False
+    return any(
+        o["output_type"] == "stream" and o["name"] == "stderr" and "UsageError" in o["text"]
+        for o in collector.outputs
+    )
+
+
 def _error_record(
     exc: BaseException,
     spec_cell: Mapping[str, Any] | None,
@@ -765,7 +860,11 @@ def _error_record(
     code_name_prefix: str,
 ) -> dict[str, Any]:
     shown = [o for o in collector.outputs if o["output_type"] == "error"]
-    if not shown:
+    if not shown and _shown_as_usage_error(exc, collector):
+        # A bad magic: IPython prints "UsageError: ..." to stderr and, in Jupyter, the cell
+        # gets no error output; the run still records it as the cell's error.
+        shown = [{"traceback": [f"UsageError: {exc}"]}]
+    elif not shown:
         shown = [_error_output(exc)]
         collector.add(shown[0])
     return {

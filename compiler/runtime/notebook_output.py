@@ -24,20 +24,26 @@ from compiler.runtime.results import RunResult
 
 
 def _injected_parameters_cell(
-    parameters: Mapping[str, Any], defaults: Mapping[str, Any]
+    parameters: Mapping[str, Any], defaults: Mapping[str, Any], with_id: bool
 ) -> Any | None:
     changed = {k: v for k, v in parameters.items() if defaults.get(k, object()) != v}
     if not changed:
         return None
     source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in changed.items())
-    return {
+    cell: dict[str, Any] = {
         "cell_type": "code",
-        "id": uuid.uuid4().hex[:8],
         "metadata": {"tags": ["injected-parameters"]},
         "source": source.rstrip("\n"),
         "outputs": [],
         "execution_count": None,
     }
+    if with_id:  # cell ids exist from nbformat 4.5 on; an older notebook with one is invalid
+        cell["id"] = uuid.uuid4().hex[:8]
+    return cell
+
+
+def _has_cell_ids(nb: Mapping[str, Any]) -> bool:
+    return (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5)
 
 
 def _text(value: Any) -> str:
@@ -58,9 +64,17 @@ def build_output_notebook(
     by_id: dict[str, tuple[str, dict[str, Any] | None]] = {}
     by_index: dict[int, tuple[str, dict[str, Any] | None]] = {}
     for task in spec["tasks"]:
-        captured_by_id = {c.get("cell_id"): c for c in cells_by_task.get(task["name"], [])}
+        task_cells = cells_by_task.get(task["name"], [])
+        captured_by_id = {c.get("cell_id"): c for c in task_cells}
+        # A cache entry made when the cells had other ids (papermill gives notebooks saved
+        # without ids new random ones each run) still holds this task's cells, in order.
+        captured_by_index = {c.get("cell_index"): c for c in task_cells}
         for code_cell in task.get("code", []):
-            entry = (task["name"], captured_by_id.get(code_cell["cell_id"]))
+            entry = (
+                task["name"],
+                captured_by_id.get(code_cell["cell_id"])
+                or captured_by_index.get(code_cell["cell_index"]),
+            )
             by_id[code_cell["cell_id"]] = entry
             by_index[code_cell["cell_index"]] = entry
 
@@ -107,8 +121,14 @@ def build_output_notebook(
             "duration": task.duration,
             "artifacts": {name: info.get("digest") for name, info in task.outputs.items()},
         }
+        if captured is not None:  # this cell's own outcome, within its task's
+            metadata["kiln"]["cell"] = {
+                k: captured.get(k) for k in ("status", "started", "duration")
+            }
 
-    injected = _injected_parameters_cell(result.parameters, spec.get("parameters") or {})
+    injected = _injected_parameters_cell(
+        result.parameters, spec.get("parameters") or {}, _has_cell_ids(nb)
+    )
     if injected is not None:
         cells.insert(parameters_at + 1 if parameters_at is not None else 0, injected)
 

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from compiler.model.spec import PipelineSpec, TaskSpec
-from compiler.runtime.cache import ArtifactStore, cache_key, dataset_digests, local_module_digests
+from compiler.runtime.cache import (
+    ArtifactStore,
+    cache_key,
+    changed_written_files,
+    dataset_digests,
+    local_module_digests,
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,11 @@ def plan_run(
         hit, note = None, None
         if previous is not None and task.cache and task.name not in forced:
             damaged = store.damaged_artifacts(previous)
-            if not damaged:
+            # A task run for its side effect (a report file) runs again once that file is gone.
+            gone = changed_written_files(previous, notebook_dir)
+            if gone and not damaged:
+                note = f"file(s) it wrote missing or changed since: {', '.join(gone)}; rerun"
+            elif not damaged:
                 hit = previous
             else:
                 store.discard_artifacts(damaged)
@@ -96,6 +106,8 @@ def task_payload(
     store_url: str | None,
     event_topic: str,
     module_dir: str | None = None,
+    cell_timeout: float | None = None,
+    cell_events: bool = False,
 ) -> dict[str, Any]:
     """The plain data the worker-side executor needs for one attempt of one task."""
     return {
@@ -115,5 +127,7 @@ def task_payload(
         "inputs": dict(input_positions),
         "outputs": list(task.outputs),
         "timeout": task.timeout,
+        "cell_timeout": cell_timeout,
+        "cell_events": cell_events,
         "store_url": store_url,
     }

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.model.clock import iso_now
-from compiler.model.events import RunEvent, TaskEvent
+from compiler.model.events import CellEvent, RunEvent, TaskEvent
 from compiler.model.spec import PipelineSpec, TaskSpec
 from compiler.model.statuses import (
     CACHED,
@@ -104,6 +104,17 @@ class MemoryPlacement:
 
 
 @dataclass(frozen=True)
+class CellProgress:
+    """A cell of the current attempt started or finished (only for runs with cell events)."""
+
+    task: str
+    key: str
+    started: bool
+    cell: Mapping[str, Any]
+    now: float
+
+
+@dataclass(frozen=True)
 class Tick:
     now: float
 
@@ -156,7 +167,7 @@ class Release:
 
 @dataclass(frozen=True)
 class Emit:
-    event: RunEvent | TaskEvent
+    event: RunEvent | TaskEvent | CellEvent
 
 
 Instruction = Submit | Cancel | KillWorker | FindMoreMemory | StoreManifest | Release | Emit
@@ -177,6 +188,7 @@ class TaskState:
     memory_retries: int = 0
     current_key: str | None = None
     running_on: str | None = None
+    running_since: float | None = None  # monotonic time the current attempt started running
     cells: list[dict[str, Any]] = field(default_factory=list)
     pending_failure: tuple[dict[str, Any], dict[str, Any]] | None = None  # awaiting placement
 
@@ -192,8 +204,11 @@ class RunState:
         run_id: str,
         use_cache: bool,
         placements: Mapping[str, Any] | None = None,
+        cell_timeout: float | None = None,
     ):
         self.spec = spec
+        # papermill's --execution-timeout: a limit on each cell, from its CellProgress start.
+        self.cell_timeout = cell_timeout
         self.run_id = run_id
         self.use_cache = use_cache
         self.started = iso_now()
@@ -247,6 +262,8 @@ class RunState:
                 self._attempt_failed(failed, dict(event.error), record, event.now)
         elif isinstance(event, MemoryPlacement):
             self._memory_answer(event)
+        elif isinstance(event, CellProgress):
+            self._cell_progress(event)
         elif isinstance(event, CancelRun):
             self._cancel_run()
             return self._out
@@ -319,10 +336,25 @@ class RunState:
         if st is None:
             return
         st.running_on = event.worker
+        st.running_since = event.now
         if st.spec.timeout:
             self.deadlines[st.spec.name] = hard_timeout_deadline(event.now, st.spec.timeout)
         st.result.worker = event.worker
         self._emit_task(st, RUNNING, worker=event.worker)
+
+    def _cell_progress(self, event: CellProgress) -> None:
+        st = self._current(event.task, event.key)
+        if st is None:
+            return
+        name = st.spec.name
+        if self.cell_timeout and event.started:
+            self.deadlines[name] = hard_timeout_deadline(event.now, self.cell_timeout)
+        elif self.cell_timeout:  # the task's own timeout (if any) counts again
+            self.deadlines.pop(name, None)
+            if st.spec.timeout and st.running_since is not None:
+                self.deadlines[name] = hard_timeout_deadline(st.running_since, st.spec.timeout)
+        status = "running" if event.started else "finished"
+        self._out.append(Emit(CellEvent(self.run_id, name, status, dict(event.cell))))
 
     def _tick(self, now: float) -> None:
         for name, due in list(self.retry_at.items()):
@@ -340,13 +372,14 @@ class RunState:
                 # Its thread cannot be stopped: the driver ends the worker process (its nanny
                 # starts a new one). Dask's graceful restart would wait for the blocked thread.
                 self._out.append(KillWorker(worker))
+            limit = self.cell_timeout or st.spec.timeout or 0.0
             error: dict[str, Any] = {
                 "cell_index": None,
                 "cell_id": None,
                 "line": None,
                 "ename": "TaskTimeout",
                 "evalue": (
-                    f"task exceeded its timeout of {st.spec.timeout:g}s and did not stop "
+                    f"task exceeded its timeout of {limit:g}s and did not stop "
                     "(blocked in code that cannot be interrupted); its worker process "
                     f"{worker} was ended"
                 ),
