@@ -21,6 +21,7 @@ from compiler.runtime.state import (
     AttemptSucceeded,
     Cancel,
     CancelRun,
+    CellProgress,
     Emit,
     FindMoreMemory,
     KillWorker,
@@ -186,6 +187,29 @@ def test_a_task_blocked_past_its_timeout_is_cancelled_its_worker_ended_and_retri
     assert submits(retried) == ["stuck"]
     result = state.result(parameters={}, dashboard=None, store_url=None)
     assert result.task("stuck").attempt_log[0]["error"].startswith("TaskTimeout: task exceeded")
+
+
+def test_a_cell_past_the_cell_timeout_is_stopped_and_each_cell_is_an_event():
+    """papermill's --execution-timeout: the limit counts from each cell's start."""
+    spec = pipeline(task("nb"))
+    plan = RunPlan({"nb": PlannedTask("nb-key-0123", None, None, None)}, ["nb"])
+    state = RunState(spec, plan, run_id=RUN_ID, use_cache=True, cell_timeout=2.0)
+    state.handle(Started(0.0))
+    key = key_of(state, "nb")
+    state.handle(AttemptRunning("nb", key, "tcp://w1", 1.0))
+    started = state.handle(CellProgress("nb", key, True, {"cell_index": 0}, 1.0))
+    cells = [i.event for i in started if isinstance(i, Emit) and i.event["type"] == "cell"]
+    assert [(c["task"], c["status"], c["cell"]) for c in cells] == [
+        ("nb", "running", {"cell_index": 0})
+    ]
+    state.handle(CellProgress("nb", key, False, {"cell_index": 0, "status": "ok"}, 2.5))
+    state.handle(CellProgress("nb", key, True, {"cell_index": 1}, 2.5))
+    assert state.handle(Tick(7.0)) == []  # the second cell: 2 s + 3 s grace from 2.5
+    ended = state.handle(Tick(7.6))
+    assert Cancel("nb") in ended and KillWorker("tcp://w1") in ended
+    assert statuses(ended) == [("nb", "failed")]
+    error = state.result(parameters={}, dashboard=None, store_url=None).task("nb").error
+    assert error["reason"] == "timeout" and "timeout of 2s" in error["evalue"]
 
 
 def test_reports_about_an_attempt_that_was_already_decided_are_ignored():
