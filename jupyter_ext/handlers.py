@@ -19,7 +19,7 @@ Errors are `{"message": ...}` with a 4xx status (jupyter_server's APIHandler wri
     POST /kiln/schedules      {"path": P, "name", "cron", "timezone", "parameters" (typed) or
                                "parameter_texts" (as typed in a form), "engine", "missed"}
                                                               -> 201 the schedule
-    POST /kiln/schedules/<name>/(pause|resume)?path=P         -> the schedule
+    POST /kiln/schedules/<name>/(pause|resume)?path=P         -> the schedule (resume: execute)
     DELETE /kiln/schedules/<name>?path=P                      -> 204
     GET  /kiln/schedules/<name>/runs?path=P[&limit=N]         -> {runs: [...]} newest first
 
@@ -40,6 +40,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from compiler.model.names import SCHEDULE_NAME_PATTERN
+from compiler.model.validation import InvalidValue, check_json_depth
 from jupyter_ext.history import task_history
 from jupyter_ext.paths import (
     PathRefused,
@@ -51,6 +52,9 @@ from jupyter_ext.paths import (
 from jupyter_ext.runs import RunConflict, RunManager
 from jupyter_ext.scheduling import SchedulerService
 from jupyter_ext.stores import LineageStores, inside, is_hidden, visible_output
+
+# Far above any real body (a notebook nests ~15 levels, plus the request's own two).
+MAX_BODY_DEPTH = 80
 
 # Options of run_pipeline a client may set (from the settings registry or the request).
 RUN_OPTIONS = {
@@ -67,8 +71,8 @@ class KilnHandler(APIHandler):
 
     Every endpoint is `@authenticated` (token, XSRF) and `@authorized` on the resource "kiln"
     with the action it amounts to: "read" (compile, runs, lineage), "write" (export, output
-    notebooks, pausing or removing schedules) or "execute" (a run or a new schedule runs the
-    notebook's code), so a deployment's Authorizer can, say, let viewers read only.
+    notebooks, pausing or removing schedules) or "execute" (a run, a new or resumed schedule
+    runs the notebook's code), so a deployment's Authorizer can, say, let viewers read only.
     """
 
     auth_resource = "kiln"
@@ -97,8 +101,16 @@ class KilnHandler(APIHandler):
             body = json.loads(self.request.body or b"{}")
         except ValueError as exc:
             raise tornado.web.HTTPError(400, f"request body is not JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise tornado.web.HTTPError(
+                400, f"request body is nested more than {MAX_BODY_DEPTH} levels deep"
+            ) from exc
         if not isinstance(body, dict):
             raise tornado.web.HTTPError(400, "request body must be a JSON object")
+        try:
+            check_json_depth(body, MAX_BODY_DEPTH, "request body")
+        except InvalidValue as exc:
+            raise tornado.web.HTTPError(400, str(exc)) from exc
         return body
 
     def notebook_file(self, api_path: object, *, must_exist: bool = True) -> Path:
@@ -106,7 +118,11 @@ class KilnHandler(APIHandler):
             full = resolve_api_path(self.root_dir, api_path)
         except PathRefused as exc:
             raise tornado.web.HTTPError(exc.status, exc.message) from exc
-        if must_exist and not full.is_file():
+        try:
+            missing = must_exist and not full.is_file()
+        except OSError as exc:  # a name the file system refuses
+            raise tornado.web.HTTPError(400, f"'path' cannot be used: {exc.strerror}") from exc
+        if missing:
             raise tornado.web.HTTPError(404, f"no such notebook: {api_path}")
         # The Contents API's rule (its is_hidden is async on the default manager).
         if not getattr(self.contents_manager, "allow_hidden", True) and is_hidden(
@@ -234,11 +250,13 @@ def _run_options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_against_spec(spec: dict[str, Any], params: dict[str, Any], force: Any = ()) -> None:
-    """Unknown parameter or task names are the request's fault (400), before anything runs."""
-    from compiler.runtime.parameters import resolve_parameters
+    """Unknown parameter or task names, and values of another type than the parameter's
+    default, are the request's fault (400), before anything runs."""
+    from compiler.runtime.parameters import check_parameter_types, resolve_parameters
 
     try:
         resolve_parameters(spec, params)
+        check_parameter_types(spec, params)
     except ValueError as exc:
         raise tornado.web.HTTPError(400, str(exc)) from exc
     tasks = {t["name"] for t in spec["tasks"]}
@@ -611,17 +629,31 @@ class ScheduleHandler(ScheduleBase):
 
 
 class ScheduleActionHandler(ScheduleBase):
-    @tornado.web.authenticated
-    @authorized("write")
-    async def post(self, name: str, action: str) -> None:
+    async def change(self, name: str, paused: bool) -> None:
         from compiler.schedule.scheduler import set_paused
 
         _full, store, _schedule = await asyncio.to_thread(self.existing, name)
 
         def change() -> dict[str, Any]:
-            return self.schedule_view(store, set_paused(store, name, action == "pause"))
+            return self.schedule_view(store, set_paused(store, name, paused))
 
         self.finish(json.dumps(await asyncio.to_thread(change)))
+
+
+class SchedulePauseHandler(ScheduleActionHandler):
+    @tornado.web.authenticated
+    @authorized("write")
+    async def post(self, name: str) -> None:
+        await self.change(name, paused=True)
+
+
+class ScheduleResumeHandler(ScheduleActionHandler):
+    """Resuming lets the scheduler run the notebook's code again: `execute`, like creating."""
+
+    @tornado.web.authenticated
+    @authorized("execute")
+    async def post(self, name: str) -> None:
+        await self.change(name, paused=False)
 
 
 class ScheduleRunsHandler(ScheduleBase):
@@ -653,7 +685,8 @@ def setup_handlers(server_app: Any) -> None:
         (url_path_join(base, "export"), ExportHandler),
         (url_path_join(base, "schedules"), SchedulesHandler),
         (schedule, ScheduleHandler),
-        (url_path_join(schedule, "(pause|resume)"), ScheduleActionHandler),
+        (url_path_join(schedule, "pause"), SchedulePauseHandler),
+        (url_path_join(schedule, "resume"), ScheduleResumeHandler),
         (url_path_join(schedule, "runs"), ScheduleRunsHandler),
     ]
     web_app.add_handlers(".*$", routes)

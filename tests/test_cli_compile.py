@@ -117,10 +117,12 @@ def test_check_prints_positions_and_a_summary():
     proc = kiln("check", str(NOTEBOOKS / "error_unknown_after.ipynb"))
     lines = proc.stdout.splitlines()
     assert lines[0].endswith(
-        "error: cell 0: task 'first' is after 'nowhere', which is not a task "
+        "error: cell 0 (id error-unkn-00): task 'first' is after 'nowhere', which is not a task "
         "(tasks: first, second) [unknown-after]"
     )
-    assert lines[1].endswith("warning: cell 1: unknown tag 'retires:3' [unknown-tag]")
+    assert lines[1].endswith(
+        "warning: cell 1 (id error-unkn-01): unknown tag 'retires:3' [unknown-tag]"
+    )
     assert lines[-1].endswith("2 task(s), 1 error(s), 1 warning(s)")
 
 

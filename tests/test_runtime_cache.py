@@ -236,8 +236,9 @@ def test_artifacts_are_content_addressed_and_written_whole(tmp_path):
     assert store.get_value(digest) == {"a": [1, 2, 3]}
     assert store.artifact_intact(digest) and size > 0
     assert [p.name for p in (tmp_path / "store" / "artifacts").iterdir()] == [digest]
-    store.write_manifest("k", {"outputs": {"a": {"digest": digest}}})
-    assert store.manifest_intact(store.read_manifest("k"))
+    key = "c" * 64
+    store.write_manifest(key, {"outputs": {"a": {"digest": digest}}})
+    assert store.manifest_intact(store.read_manifest(key))
     assert store.read_manifest("absent") is None
 
 
@@ -286,3 +287,24 @@ def test_a_computed_set_parameter_gives_the_same_key_in_every_process():
         for seed in (1, 2, 3)
     }
     assert len(keys) == 1
+
+
+def test_a_manifest_cannot_make_the_store_delete_or_read_files_outside_it(tmp_path):
+    """A manifest is data: a digest such as '../../../victim.txt' once made discard_artifacts
+    delete that file. Digests are checked (64 hex digits) before any path is built."""
+    from compiler.runtime.cache import ArtifactStore
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    store = ArtifactStore(str(tmp_path / "project" / ".kiln"))
+    real, _ = store.put_value([1, 2, 3])
+    hostile = ["../../../victim.txt", "../../victim.txt", str(victim), "", None, "A" * 64]
+    manifest = {"outputs": {f"o{i}": {"digest": d} for i, d in enumerate([real, *hostile])}}
+    damaged = store.damaged_artifacts(manifest)
+    assert real not in damaged and len(damaged) == len(hostile)
+    store.discard_artifacts(damaged)
+    assert victim.read_text() == "precious"
+    assert store.get_value(real) == [1, 2, 3]
+    with pytest.raises(ValueError, match="not a sha256 digest"):
+        store.get_value("../../../victim.txt")
+    assert store.read_manifest("../../victim") is None

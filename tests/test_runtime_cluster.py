@@ -266,3 +266,15 @@ def test_placement_maps_declared_resources_to_dask():
     asked = Placement(resources={"MEMORY": 4e9})
     assert larger_memory_placement(asked, int(7e9), [gpu, cpu]).resources == {"MEMORY": 8e9}
     assert larger_memory_placement(Placement({"MEMORY": 8e9}), int(16e9), [gpu, cpu]) is None
+
+
+def test_memory_by_limit_pins_nothing_when_every_worker_fits_and_only_prefers_otherwise():
+    """Dask turns worker restrictions into addresses at submission: a strict pin left the
+    task `no-worker` for ever once those workers were replaced (new addresses)."""
+    from compiler.runtime.cluster import WorkerCapacity, placement_for
+
+    same = [WorkerCapacity(f"tcp://w{i}", f"w{i}", {}, int(8e9), 1) for i in range(3)]
+    assert placement_for("t", {"memory": 3e9}, same).submit_kwargs() == {}
+    mixed = [WorkerCapacity("tcp://small", "s", {}, int(2e9), 1), *same[:1]]
+    kwargs = placement_for("t", {"memory": 3e9}, mixed).submit_kwargs()
+    assert kwargs == {"workers": ["tcp://w0"], "allow_other_workers": True}

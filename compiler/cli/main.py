@@ -14,6 +14,7 @@ import sys
 sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from compiler.model.diagnostics import Diagnostic, NotebookLoadError
+from compiler.model.diagnostics import CompileError, Diagnostic, NotebookLoadError
 
 EXIT_OK, EXIT_ERRORS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -63,6 +64,35 @@ def write_atomically(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_output_folder(out: Path, files: dict[str, str]) -> None:
+    """Write `files` into `out` so a reader sees the old set or the new set, never a mix (an
+    interrupted compile left pipeline.json without tasks.py). The files are written into a
+    sibling folder that replaces `out` by rename; a folder that also holds files of the user's
+    (or is a symlink) gets each file replaced atomically instead, tasks.py before the
+    pipeline.json runners read. A file where the folder should be is refused, never replaced."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ours = set(files)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} is a file, not a folder")
+    if out.is_symlink() or (out.is_dir() and any(p.name not in ours for p in out.iterdir())):
+        for name in sorted(files, key=lambda n: n == "pipeline.json"):
+            write_atomically(out / name, files[name])
+        return
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    retired = out.with_name(f".{out.name}.{uuid.uuid4().hex}.old")
+    staging.mkdir()
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        os.chmod(staging, 0o755)
+        if out.exists():
+            os.rename(out, retired)
+        os.rename(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     result, code = _compile_or_exit(args.notebook, show=False)
     if result is None:
@@ -88,8 +118,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return code
     out = Path(args.output)
     spec = result.spec
-    write_atomically(out / "pipeline.json", spec_json(spec))
-    write_atomically(out / "tasks.py", result.module_source())
+    try:
+        module = result.module_source()
+    except CompileError as exc:
+        _show_diagnostics(exc.diagnostics, False, args.notebook)
+        print("kiln: errors found; nothing written", file=sys.stderr)
+        return EXIT_ERRORS
+    try:
+        write_output_folder(out, {"pipeline.json": spec_json(spec), "tasks.py": module})
+    except OSError as exc:
+        print(f"kiln: cannot write {out}/: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
     print(f"{result.pipeline.name} {spec['version']}: {len(spec['tasks'])} task(s) -> {out}/")
     return EXIT_OK
 
@@ -127,7 +166,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     result, code = _compile_or_exit(args.notebook)
     if result is None or code != EXIT_OK:
         return code
-    exported = export_bundle(result, args.notebook, root=args.output)
+    try:
+        exported = export_bundle(result, args.notebook, root=args.output)
+    except CompileError as exc:
+        _show_diagnostics(exc.diagnostics, False, args.notebook)
+        return EXIT_ERRORS
     if args.json:
         print(json.dumps(exported.to_dict(), indent=2))
     elif exported.created:
@@ -221,7 +264,15 @@ def entry() -> None:
     writers and written its output notebook, and tearing down the ~2,000 modules a Dask client
     loads took 0.3 s of every run. Other commands, and `main()` called in-process, exit
     normally."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `kiln runs | head -1`: the reader has gone, which is not an error of Kiln's. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1  # what Python's documentation suggests for a closed pipe
     if _EXIT_AT_ONCE:
         import logging
 
@@ -235,8 +286,15 @@ def entry() -> None:
     sys.exit(code)
 
 
+@functools.lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    # Built once per process: building it is ~35 ms (every subcommand's options), which
+    # in-process callers of main() (tests, tools) paid on every call.
+    return build_parser()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -94,6 +94,8 @@ def _task_line(event: Mapping[str, Any]) -> str:
         text += f" (attempt {event['attempt']})"
     if status == "done" and event.get("duration") is not None:
         text += f" in {event['duration']:.2f} s"
+    if status == "done" and event.get("cache_error"):
+        text += f" (not cached: {event['cache_error']})"
     if status == "retrying" and event.get("reason"):
         error = event.get("error") or {}
         text += f": {error.get('ename')}: {error.get('evalue')}; {event['reason']}"
@@ -226,4 +228,7 @@ def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path
         print(f"\nrun {result.run_id}: {result.status}")
         if result.output_notebook:
             print(f"output notebook: {os.path.relpath(result.output_notebook)}")
+    if result.lineage_error:
+        print(f"kiln: the run's lineage was not recorded: {result.lineage_error}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if result.ok else EXIT_FAILED

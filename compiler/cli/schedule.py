@@ -202,6 +202,8 @@ def _table(rows: Sequence[tuple[str, ...]]) -> str:
 
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from sqlalchemy.exc import DBAPIError
+
         from compiler.lineage.store import LineageStoreError
         from compiler.schedule.scheduler import ScheduleError
 
@@ -212,6 +214,9 @@ def _guarded(func: Any) -> Any:
             return EXIT_NOT_FOUND if str(exc).startswith("no schedule") else EXIT_BAD_INPUT
         except LineageStoreError as exc:
             print(f"kiln: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except DBAPIError as exc:  # a value the database refused, which validation missed
+            print(f"kiln: the lineage database refused the change: {exc.orig}", file=sys.stderr)
             return EXIT_BAD_INPUT
 
     return run

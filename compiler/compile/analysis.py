@@ -15,6 +15,7 @@ from typing import Any
 
 from compiler.compile.io_rules import EMPTY_SCAN, IOScan, scan_io
 from compiler.compile.notebook import Cell
+from compiler.compile.source_text import source_lines
 from compiler.model.diagnostics import Diagnostic
 
 # Names that exist in every IPython namespace without being bound by the notebook.
@@ -95,7 +96,32 @@ def _cell_magic(source: str) -> tuple[str, str, int] | None:
 
 
 def analyse_cell(cell: Cell) -> CellAnalysis:
-    return _analyse_cell_cached(cell)
+    try:
+        return _analyse_cell_cached(cell)
+    except (SyntaxError, ValueError) as exc:  # from IPython's transformer (tokenize)
+        diag = Diagnostic(
+            "error",
+            "syntax-error",
+            f"syntax error: {getattr(exc, 'msg', None) or exc}",
+            cell.index,
+            cell.id,
+            getattr(exc, "lineno", None) or 1,
+            getattr(exc, "offset", None) or 1,
+        )
+        return CellAnalysis(cell, "", "", None, "", (), (), EMPTY_SCAN, (diag,))
+    except (RecursionError, MemoryError):
+        # CPython's parser gives up on very deep nesting (10,000 unary minus, long operator or
+        # call chains) with these instead of a SyntaxError; Python could not run the cell either.
+        diag = Diagnostic(
+            "error",
+            "too-complex",
+            "the cell's code is nested too deeply for Python to compile (split the expression)",
+            cell.index,
+            cell.id,
+            1,
+            1,
+        )
+        return CellAnalysis(cell, "", "", None, "", (), (), EMPTY_SCAN, (diag,))
 
 
 # Keyed by the cell record (index, id, source, tags): the Jupyter server recompiles on every
@@ -119,16 +145,21 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
                 body_python, line_offset = body, offset
     try:
         tree = ast.parse(body_python)
-    except SyntaxError as exc:
-        line = (exc.lineno or 1) + line_offset
+        if _DEEP_INDENT.search(body_python):
+            _parse_two_levels_down(body_python)
+        if "return" in body_python or "yield" in body_python:
+            _no_return_outside_a_function(tree)
+    except (SyntaxError, ValueError) as exc:  # ValueError: a NUL byte, on some Pythons
+        line = (getattr(exc, "lineno", None) or 1) + line_offset
+        message = getattr(exc, "msg", None) or str(exc)
         diag = Diagnostic(
             "error",
             "syntax-error",
-            f"syntax error: {exc.msg}",
+            f"syntax error: {message}",
             cell.index,
             cell.id,
             line,
-            exc.offset or 1,
+            getattr(exc, "offset", None) or 1,
         )
         return CellAnalysis(cell, python, body_python, cell_magic, "", (), (), EMPTY_SCAN, (diag,))
 
@@ -152,6 +183,44 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
     return CellAnalysis(
         cell, python, body_python, cell_magic, normalized, tuple(events), statements, io, ()
     )
+
+
+# Python allows 100 indentation levels. tasks.py puts a cell inside a function (and %%capture
+# inside a `with`), two levels more: a cell indented 98 deep parses alone but not there. Only
+# cells with a line indented that far (rare) pay for a second parse.
+_DEEP_INDENT = re.compile(r"^[ \t]{97,}\S", re.MULTILINE)
+
+
+def _parse_two_levels_down(python: str) -> None:
+    """Raise SyntaxError (IndentationError) when `python` does not parse two blocks deeper."""
+    import textwrap
+
+    try:
+        ast.parse("def _task():\n with _capture:\n" + textwrap.indent(python, "  "))
+    except SyntaxError as exc:
+        if "indentation" in (exc.msg or ""):
+            raise SyntaxError(
+                "too many levels of indentation for tasks.py (Python allows 100; the task "
+                "function adds up to 2)",
+                (None, max(1, (exc.lineno or 3) - 2), 1, None),
+            ) from None
+
+
+def _no_return_outside_a_function(tree: ast.Module) -> None:
+    """Raise SyntaxError for `return`/`yield` at the cell's top level: ast.parse accepts them,
+    Python refuses to run the cell, and inside a task function they would end the task early
+    (without its outputs)."""
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        if isinstance(node, ast.Return | ast.Yield | ast.YieldFrom):
+            word = "return" if isinstance(node, ast.Return) else "yield"
+            raise SyntaxError(
+                f"'{word}' outside function", (None, node.lineno, node.col_offset + 1, None)
+            )
+        stack.extend(ast.iter_child_nodes(node))
 
 
 def _parses(python: str) -> bool:
@@ -184,7 +253,7 @@ def _statements(
     for ev in events:
         if ev.kind == "def":
             defs.setdefault(ev.stmt, set()).add(ev.name)
-    lines = python.splitlines()
+    lines = source_lines(python)
     out = []
     for i, stmt in enumerate(tree.body):
         first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])

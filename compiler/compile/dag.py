@@ -23,6 +23,7 @@ from compiler.compile.notebook import Cell, Notebook
 from compiler.compile.tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
 from compiler.model.diagnostics import Diagnostic
 from compiler.model.hashing import short_digest
+from compiler.model.validation import task_name_from
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
             continue
         if not has_tasks:
             if current is None:
-                current = Task(notebook.name, [], tags)
+                current = Task(task_name_from(notebook.name), [], tags)
                 units.append(_Unit("task", current.cells, current))
             current.cells.append(analysis)
             continue

@@ -7,6 +7,7 @@ import json
 import subprocess
 import tempfile
 import textwrap
+import time
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,9 @@ from compiler.compile.analysis import (
     python_line_magic,
 )
 from compiler.compile.dag import Pipeline, Task, task_policy
+from compiler.compile.source_text import source_lines
 from compiler.compile.tags import python_name
+from compiler.model.diagnostics import CompileError, Diagnostic
 
 SCHEMA_VERSION = 1
 
@@ -124,7 +127,7 @@ def python_module(pipeline: Pipeline) -> str:
         if id(st) not in seen:
             seen.add(id(st))
             setup_sources.append(st.statement.source)
-    task_code = {id(a): module_code(a) for t in pipeline.tasks for a in t.cells}
+    task_code = {id(a): _code_that_parses(a) for t in pipeline.tasks for a in t.cells}
     body_text = "\n".join(setup_sources) + "".join(task_code.values())
     needs_ipython = "get_ipython()" in body_text
     needs_capture = "capture_output()" in body_text
@@ -173,6 +176,40 @@ def _task_function(task: Task, task_code: dict[int, str]) -> list[str]:
     return lines
 
 
+class ModuleError(CompileError):
+    """A cell's code cannot become part of tasks.py (the diagnostic names the cell)."""
+
+
+def _parses_in_a_function(code: str) -> bool:
+    try:
+        ast.parse("def _task():\n" + textwrap.indent(code.strip("\n") or "pass", "    "))
+    except (SyntaxError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+def _code_that_parses(analysis: CellAnalysis) -> str:
+    """The cell as it goes into its task function: the readable form (module_code) when it
+    parses there, else the plain IPython form; a cell that parses in neither (99 indentation
+    levels: the function adds one, and Python allows 100) is a compile error at the cell."""
+    for code in (module_code(analysis), analysis.python):
+        if _parses_in_a_function(_without_display_only_lines(code)):
+            return code
+    cell = analysis.cell
+    raise ModuleError(
+        [
+            Diagnostic(
+                "error",
+                "not-a-task-body",
+                "the cell's code does not parse inside a task function (too many indentation "
+                "levels?); it cannot be compiled into tasks.py",
+                cell.index,
+                cell.id,
+            )
+        ]
+    )
+
+
 def module_code(analysis: CellAnalysis) -> str:
     """A cell as plain Python for the generated module: timing magics become the code they
     time and %%capture a `with capture_output()` block, so the module reads (and lints) like
@@ -198,7 +235,7 @@ def _inline_timing_magics(python: str) -> str:
         tree = ast.parse(python)
     except SyntaxError:
         return python
-    lines = python.splitlines()
+    lines = source_lines(python)
     for stmt in reversed(tree.body):
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
             code = python_line_magic(stmt.value)
@@ -216,7 +253,7 @@ def _without_display_only_lines(python: str) -> str:
         tree = ast.parse(python)
     except SyntaxError:
         return python
-    lines = python.splitlines()
+    lines = source_lines(python)
     for stmt in reversed(tree.body):
         if not (isinstance(stmt, ast.Expr) and _display_only(stmt.value)):
             continue
@@ -254,6 +291,12 @@ def _display_only(expr: ast.expr) -> bool:
 # Rules whose findings in notebook code are expected in a generated module: notebook cells keep
 # intermediate variables (F841) and define small lambdas or one-letter names (E731, E741).
 _ACCEPTED_NOTEBOOK_STYLE = "F841,E731,E741"
+# Polishing is cosmetic: a module above 2 MB, with a line above 50,000 characters, or on which
+# ruff takes over 20 s in all, is left as it is. ruff format is quadratic in a line's length:
+# one line of 5,000 statements (68 KB) 0.7 s, 20,000 (298 KB) 16 s, 100,000 ~215 s (measured).
+RUFF_MAX_BYTES = 2_000_000
+RUFF_MAX_LINE = 50_000
+RUFF_TIME_LIMIT_S = 20.0
 
 
 def polish_with_ruff(source: str) -> str:
@@ -267,17 +310,25 @@ def polish_with_ruff(source: str) -> str:
         ruff = find_ruff_bin()
     except (ImportError, FileNotFoundError):
         return source
+    if (
+        len(source) > RUFF_MAX_BYTES
+        or max(map(len, source_lines(source)), default=0) > RUFF_MAX_LINE
+    ):
+        return source
+    deadline = time.monotonic() + RUFF_TIME_LIMIT_S
     with tempfile.TemporaryDirectory(prefix="kiln-emit-") as tmp:
         path = Path(tmp) / "tasks.py"
         path.write_text(source, encoding="utf-8")
+        # --no-cache: ruff would otherwise leave .ruff_cache/ in the current folder (the user's
+        # project, the Jupyter server's root); running in the temporary folder keeps it there.
+        base = [ruff, "--isolated", "--quiet", "--no-cache"]
         steps = [
-            [ruff, "check", "--isolated", "--quiet", "--fix", "--select", "I001,F401", str(path)],
-            [ruff, "format", "--isolated", "--quiet", str(path)],
+            [ruff, "check", *base[1:], "--fix", "--select", "I001,F401", str(path)],
+            [ruff, "format", *base[1:], str(path)],
             [
                 ruff,
                 "check",
-                "--isolated",
-                "--quiet",
+                *base[1:],
                 "--add-noqa",
                 "--select",
                 _ACCEPTED_NOTEBOOK_STYLE,
@@ -285,7 +336,24 @@ def polish_with_ruff(source: str) -> str:
             ],
         ]
         for cmd in steps:
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            try:
+                done = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    cwd=tmp,
+                    timeout=max(0.1, deadline - time.monotonic()),
+                )
+            except subprocess.TimeoutExpired:
+                return source  # a 100,000-statement line took ruff minutes; polish is optional
             if done.returncode not in (0, 1):  # 1: findings left, which is fine here
                 return source
-        return path.read_text(encoding="utf-8")
+        polished = path.read_text(encoding="utf-8")
+    # ruff's layout can nest deeper than the input (a chain of 300 lambdas, split over lines
+    # and parenthesised, no longer parses: MemoryError); then the plain module it is.
+    try:
+        ast.parse(polished)
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return source
+    return polished

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compiler.compile.notebook_checks import MAX_JSON_DEPTH, check_notebook_json, json_place
 from compiler.model import hashing
 from compiler.model.diagnostics import NotebookLoadError
+from compiler.model.validation import MAX_NAME_LENGTH
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,16 @@ def parse_notebook_text(text: str, label: str = "<notebook>") -> Any:
         raise NotebookLoadError(
             f"{label}: not a notebook: invalid JSON at line {exc.lineno}, column {exc.colno}"
         ) from exc
+    except RecursionError as exc:
+        raise NotebookLoadError(
+            f"{label}: not a notebook: JSON nested more than {MAX_JSON_DEPTH} levels deep"
+        ) from exc
+    except ValueError as exc:  # an integer over Python's 4,300-digit limit, and kin
+        raise NotebookLoadError(f"{label}: not a notebook: {exc}") from exc
     if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         # (nbformat 3 keeps its cells in "worksheets"; they are converted below.)
         raise NotebookLoadError(f"{label}: not a notebook: no 'cells' list")
+    check_notebook_json(raw, label)
     try:
         node = nbformat.from_dict(raw)
         if int(node.get("nbformat", 4)) != 4:
@@ -72,12 +81,34 @@ def parse_notebook_text(text: str, label: str = "<notebook>") -> Any:
                     )
                     taken.add(cell["id"])
             node["nbformat_minor"] = max(int(node.get("nbformat_minor", 0)), 5)
+        _deduplicate_cell_ids(node.get("cells", []))
         nbformat.validate(node)
     except nbformat.ValidationError as exc:
-        raise NotebookLoadError(f"{label}: not a valid notebook: {exc.message}") from exc
+        where = json_place(raw, list(exc.absolute_path))
+        raise NotebookLoadError(f"{label}: not a valid notebook: {where}: {exc.message}") from exc
     except Exception as exc:  # nbformat raises assorted errors for malformed input
-        raise NotebookLoadError(f"{label}: not a valid notebook: {exc}") from exc
+        raise NotebookLoadError(
+            f"{label}: not a valid notebook: {type(exc).__name__}: {exc}".rstrip(": ")
+        ) from exc
     return node
+
+
+def _deduplicate_cell_ids(cells: Any) -> None:
+    """A repeated cell id (a copied cell) becomes 'ID-INDEX': nbformat's repair gives random
+    ids, which changed the spec digest (and missed the cache) on every compile."""
+    taken = {cell.get("id") for cell in cells}
+    seen: set[str] = set()
+    for index, cell in enumerate(cells):
+        cell_id = cell.get("id")
+        if cell_id is None:
+            continue
+        if cell_id in seen:
+            candidate = f"{cell_id[:56]}-{index}"
+            while candidate in taken:
+                candidate += "x"
+            cell["id"] = candidate
+            taken.add(candidate)
+        seen.add(cell["id"])
 
 
 def notebook_from_node(node: Any, name: str, path: str | None = None) -> Notebook:
@@ -109,4 +140,5 @@ def load_notebook(path: str | Path, text: str | None = None) -> Notebook:
 def pipeline_name_for(path: Path) -> str:
     stem = path.stem
     cleaned = "".join(ch if (ch.isalnum() or ch in "-_") else "-" for ch in stem).strip("-")
-    return cleaned or "pipeline"
+    # The lineage column is VARCHAR(200); MAX_NAME_LENGTH keeps room for what Kiln appends.
+    return cleaned[:MAX_NAME_LENGTH].rstrip("-") or "pipeline"

@@ -9,15 +9,15 @@ from __future__ import annotations
 import keyword
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from compiler.compile.notebook import Cell
+from compiler.model.validation import TASK_NAME_RE as TASK_NAME_RE
+from compiler.model.validation import InvalidValue, check_positive, check_task_name
 
 # nbformat forbids commas inside a tag, so lists are written as repeated tags
 # (`after:a` `after:b`, `resources:cpu=2` `resources:memory=4GiB`) or with ';' (`after:a;b`).
 # Commas are still read, for notebooks written by tools that skip validation.
 _LIST_SEPARATORS = re.compile(r"[;,]")
-TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 def python_name(task_name: str) -> str:
@@ -97,35 +97,44 @@ class CellTags:
     problems: tuple[TagProblem, ...] = field(default=())
 
 
+# Digits only (no sign, no exponent, no nan/inf): the numbers a tag may hold. A length cap keeps
+# float() from reading a 10,000-digit number as inf.
+_NUMBER = r"([0-9]{1,15}(?:\.[0-9]{1,9})?|\.[0-9]{1,9})"
+_MAX_RETRIES = 100
+
+
 def parse_memory(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    m = re.fullmatch(r"\s*" + _NUMBER + r"\s*([A-Za-z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
         raise ValueError(f"cannot read memory size {text!r} (examples: 512MiB, 4GiB, 2G)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return int(check_positive(size, f"memory {text.strip()!r}", integer=True))
 
 
 def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    m = re.fullmatch(r"\s*" + _NUMBER + r"\s*([A-Za-z]*)\s*", text)
     if not m or m.group(2).lower() not in _DURATION_UNITS:
         raise ValueError(f"cannot read duration {text!r} (examples: 90s, 30m, 2h)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
-
-
-def _number(text: str, kind: type[float] | type[int], what: str, examples: str) -> Any:
-    """A number in a tag; a user's message (not Python's) when it is not one."""
-    try:
-        return kind(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{what} must be a number (e.g. {examples}), not {text.strip()!r}"
-        ) from None
+    seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+    return check_positive(seconds, f"duration {text.strip()!r}")
 
 
 def parse_cpu(text: str) -> float:
     text = text.strip()
-    if text.endswith("m"):  # Kubernetes millicores, as Kale writes them
-        return float(_number(text[:-1], float, "cpu", "2, 0.5 or 500m")) / 1000
-    return float(_number(text, float, "cpu", "2, 0.5 or 500m"))
+    millicores = text.endswith("m")  # Kubernetes millicores, as Kale writes them
+    m = re.fullmatch(_NUMBER, text[:-1] if millicores else text)
+    if not m:
+        raise ValueError(f"cannot read cpu count {text!r} (examples: 2, 0.5, 500m)")
+    cpu = float(m.group(1)) / (1000 if millicores else 1)
+    return check_positive(cpu, f"cpu {text!r}")
+
+
+def parse_gpu(text: str) -> int:
+    """A whole number of GPUs; 0 means none."""
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,4}", text):
+        raise ValueError(f"gpu takes a whole number of GPUs, got {text!r}")
+    return int(text)
 
 
 def _parse_resources(spec: str) -> dict[str, float]:
@@ -140,7 +149,7 @@ def _parse_resources(spec: str) -> dict[str, float]:
         elif key in ("memory", "mem"):
             out["memory"] = parse_memory(value)
         elif key == "gpu":
-            out["gpu"] = _number(value, int, "gpu", "1")
+            out["gpu"] = parse_gpu(value)
         else:
             raise ValueError(f"unknown resource {key!r} (known: cpu, memory, gpu)")
     return out
@@ -151,7 +160,7 @@ def _parse_kale_limit(spec: str) -> dict[str, float]:
     key, _, value = spec.rpartition(":")
     key = key.strip().lower()
     if key.endswith("/gpu") or key == "gpu":
-        return {"gpu": _number(value, int, "gpu", "1")}
+        return {"gpu": parse_gpu(value)}
     if key == "memory":
         return {"memory": parse_memory(value)}
     if key == "cpu":
@@ -169,6 +178,7 @@ def parse_cell_tags(cell: Cell) -> CellTags:
     cache: bool | None = None
     metrics = False
     problems: list[TagProblem] = []
+    named_task: str | None = None  # from task:/step:/block:, to tell conflicting names
 
     def problem(tag: str, message: str, severity: str = "error") -> None:
         problems.append(TagProblem(tag, message, severity))
@@ -177,6 +187,9 @@ def parse_cell_tags(cell: Cell) -> CellTags:
         low = tag.lower()
         try:
             if low in _ROLE_TAGS:
+                if role is not None and role != _ROLE_TAGS[low]:
+                    problem(tag, f"conflicting tags: the cell is already {role!r}; keep one")
+                    continue
                 role = _ROLE_TAGS[low]
             elif low == "pipeline-metrics":
                 # Kale's metrics cell: a final task that reports the pipeline's metrics.
@@ -184,14 +197,19 @@ def parse_cell_tags(cell: Cell) -> CellTags:
                 task = task or "pipeline-metrics"
             elif low.startswith(_TASK_PREFIXES):
                 name = tag.split(":", 1)[1].strip()
-                if not TASK_NAME_RE.match(name):
+                try:
+                    check_task_name(name)
+                except InvalidValue as exc:
+                    problem(tag, str(exc))
+                    continue
+                if named_task is not None and named_task != name:
                     problem(
                         tag,
-                        f"task name {name!r} must start with a letter or _ and "
-                        "contain only letters, digits, _ and -",
+                        f"conflicting tags: the cell is task {named_task!r} and task {name!r}; "
+                        "keep one",
                     )
-                else:
-                    task = name
+                    continue
+                task = named_task = name
             elif low.startswith(_AFTER_PREFIXES):
                 names = _LIST_SEPARATORS.split(tag.split(":", 1)[1])
                 after.extend(n.strip() for n in names if n.strip())
@@ -200,9 +218,10 @@ def parse_cell_tags(cell: Cell) -> CellTags:
             elif low.startswith("limit:"):
                 resources.update(_parse_kale_limit(tag.split(":", 1)[1]))
             elif low.startswith("retries:"):
-                retries = _number(tag.split(":", 1)[1], int, "retries", "retries:2")
-                if retries < 0:
-                    raise ValueError("retries must be 0 or more")
+                text = tag.split(":", 1)[1].strip()
+                if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > _MAX_RETRIES:
+                    raise ValueError(f"retries takes a whole number from 0 to {_MAX_RETRIES}")
+                retries = int(text)
             elif low.startswith("timeout:"):
                 timeout = parse_duration(tag.split(":", 1)[1])
             elif low.startswith("cache:"):
@@ -217,6 +236,14 @@ def parse_cell_tags(cell: Cell) -> CellTags:
         except ValueError as exc:
             problem(tag, f"bad tag {tag!r}: {exc}")
 
+    if role is not None and named_task is not None:
+        problems.append(
+            TagProblem(
+                f"{role}",
+                f"conflicting tags: a {role} cell cannot also be task {named_task!r}; keep one",
+                "error",
+            )
+        )
     return CellTags(
         task=task,
         role=role,

@@ -487,6 +487,8 @@ class RunRecorder:
                 "status": "done",
                 "worker": event.get("worker"),
             }
+            if event.get("cache_error"):
+                entry["cache_error"] = event["cache_error"]  # outputs the store did not take
             values["attempt_log"] = self._log_attempt(name, entry)
         self._update_task(connection, name, **values)
         self._record_outputs(connection, name, event.get("outputs") or {})
@@ -537,7 +539,9 @@ class RunRecorder:
                 artifact_rows.append(
                     {
                         "digest": digest,
-                        "type": info.get("type"),
+                        # A type name is description: cut to its column (VARCHAR(255); a
+                        # class with a longer name made PostgreSQL refuse the whole run).
+                        "type": str(info["type"])[:255] if info.get("type") else None,
                         "size": info.get("size"),
                         "stored_bytes": info.get("stored_bytes"),
                         "summary": artifact_summary(info),

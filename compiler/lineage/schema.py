@@ -202,6 +202,8 @@ schedule_runs = Table(
     Column("finished_at", TS),
     Column("host", String(255)),
     Column("pid", Integer),
+    # The pid's process start time (psutil): a later process given the same pid is not it.
+    Column("pid_started_at", Float),
     # Written while the run goes on: another host tells a live run from a crashed scheduler's.
     Column("heartbeat_at", TS),
     Column("error", Text),

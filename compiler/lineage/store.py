@@ -24,10 +24,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from compiler.lineage.defaults import DEFAULT_DB as DEFAULT_DB
 from compiler.lineage.defaults import ENV_URL as ENV_URL
+from compiler.model.validation import finite_or_text
 
 # The newest migration; a test checks it against the migrations folder. Comparing with a
 # constant spares every `kiln` command the cost of loading Alembic's script directory.
-HEAD_REVISION = "0003_schedule_heartbeats"
+HEAD_REVISION = "0004_schedule_pid_started_at"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Any fixed number: serializes concurrent first-time migrations on PostgreSQL.
@@ -94,7 +95,12 @@ def _json_dumps(value: Any) -> str:
     import json
 
     # Parameter values and summaries JSON cannot hold still get a readable, stable text.
-    return json.dumps(value, default=repr, sort_keys=True)
+    try:
+        return json.dumps(value, default=repr, sort_keys=True, allow_nan=False)
+    except ValueError:
+        # NaN/inf: SQLite took the bare tokens, PostgreSQL's json type refused the whole run.
+        # Stored as the strings 'NaN', 'Infinity', '-Infinity', which both accept.
+        return json.dumps(finite_or_text(value), default=repr, sort_keys=True, allow_nan=False)
 
 
 def create_store_engine(url: str) -> Engine:

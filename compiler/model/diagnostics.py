@@ -32,6 +32,9 @@ class Diagnostic:
             where += f", line {self.line}"
             if self.col is not None:
                 where += f", col {self.col}"
+        if self.cell_id is not None:
+            # The index moves when cells are inserted above; the id does not.
+            where += f" (id {self.cell_id})"
         return where
 
     def render(self) -> str:

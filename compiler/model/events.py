@@ -86,8 +86,11 @@ class TaskEvent(_Record):
     attempt_log: list[dict[str, Any]] | None = None
     error: Mapping[str, Any] | None = None
     reason: str | None = None
+    cache_error: str | None = None  # outputs the artifact store could not take (done tasks)
     type: str = "task"
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"attempts", "attempt_log", "error", "reason"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"attempts", "attempt_log", "error", "reason", "cache_error"}
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -161,7 +161,7 @@ def run_spec(
     run_id = run_id or new_run_id()
     notebook = Path(notebook_path).resolve()
     workdir = Path(working_dir).resolve() if working_dir else None
-    recorder = (
+    recorder, lineage_error = (
         _open_recorder(
             spec,
             notebook,
@@ -175,7 +175,7 @@ def run_spec(
             rerun_of=rerun_of,
         )
         if record_lineage
-        else None
+        else (None, None)
     )
     owns_store = lineage_store is None
     everyone: list[Listener] = [*([on_event] if on_event else []), *listeners]
@@ -207,6 +207,12 @@ def run_spec(
         raise
     if recorder is not None:
         _close_recorder(recorder, result, None, owns_store)
+        if recorder.errors:
+            more = f" (and {len(recorder.errors) - 1} more)" if len(recorder.errors) > 1 else ""
+            lineage_error = recorder.errors[0] + more
+    # Never a mere warning: `kiln run` fails with it (PostgreSQL once dropped a whole run's
+    # lineage and the run still exited 0).
+    result.lineage_error = lineage_error
     return result
 
 
@@ -222,9 +228,10 @@ def _open_recorder(
     store_url: str | None,
     working_dir: Path | None,
     rerun_of: str | None,
-) -> RunRecorder | None:
+) -> tuple[RunRecorder | None, str | None]:
     """Lineage of every run, whoever started it: the run and its tasks are written before the
-    runtime starts (a run that cannot start is recorded failed, with why)."""
+    runtime starts (a run that cannot start is recorded failed, with why). Returns the
+    recorder, or None and why lineage cannot be recorded."""
     folder = working_dir or notebook.parent
     store = lineage_store
     try:
@@ -242,12 +249,12 @@ def _open_recorder(
             rerun_of=rerun_of,
         )
         recorder.start()
-        return recorder
+        return recorder, None
     except Exception as exc:  # lineage must not stop a run (a bad URL, a damaged database)
         if store is not None and lineage_store is None:
             store.close()
         warnings.warn(f"kiln: lineage not recorded for this run: {exc}", stacklevel=3)
-        return None
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _close_recorder(

@@ -27,6 +27,7 @@ import cloudpickle
 import fsspec
 
 from compiler.model.hashing import MISSING, digest, file_digest
+from compiler.model.validation import check_digest, is_digest
 
 _CHUNK = 1 << 20
 
@@ -171,10 +172,12 @@ class ArtifactStore:
         return "/".join((self.root, *parts))
 
     def artifact_path(self, digest: str) -> str:
-        return self._path("artifacts", digest)
+        # Digests come from manifests, which are data: '../../victim.txt' must never become a
+        # path (it deleted a file outside the store). Raises InvalidValue for anything else.
+        return self._path("artifacts", check_digest(digest))
 
     def manifest_path(self, key: str) -> str:
-        return self._path("cache", f"{key}.json")
+        return self._path("cache", f"{check_digest(key)}.json")
 
     def _temp_in(self, folder: str) -> str:
         if folder not in self._made:
@@ -192,6 +195,23 @@ class ArtifactStore:
             os.replace(temp, final)
         else:
             self.fs.mv(temp, final)
+
+    def check_writable(self) -> None:
+        """Raise OSError (saying which store) unless both store folders take a file: a
+        read-only store used to fail only after all the compute, when the first manifest was
+        written. Costs one tiny write and delete per folder, once per run."""
+        for folder in (self._path("artifacts"), self._path("cache")):
+            try:
+                probe = self._temp_in(folder)
+                with self._open(probe, "wb") as f:
+                    f.write(b"kiln")
+                self.fs.rm(probe)
+            except OSError as exc:
+                self._made.discard(folder)
+                raise OSError(
+                    f"the artifact store {self.url} cannot be written ({folder}: "
+                    f"{exc.strerror or exc}); pass a writable --store, or --no-cache"
+                ) from exc
 
     # -- artifacts (written on workers) -------------------------------------------------
     def put_value(self, value: Any) -> tuple[str, int]:
@@ -219,6 +239,8 @@ class ArtifactStore:
 
     def artifact_intact(self, digest: str) -> bool:
         """True when the artifact exists and its content still hashes to its name."""
+        if not is_digest(digest):
+            return False
         path = self.artifact_path(digest)
         try:
             h = hashlib.sha256()
@@ -234,7 +256,7 @@ class ArtifactStore:
         try:
             with self._open(self.manifest_path(key), "rb") as f:
                 manifest = json.load(f)
-        except (FileNotFoundError, OSError, ValueError):
+        except (FileNotFoundError, OSError, ValueError):  # ValueError: not a key (InvalidValue)
             return None
         return manifest if isinstance(manifest, dict) else None
 
@@ -259,8 +281,10 @@ class ArtifactStore:
     def discard_artifacts(self, digests: Iterable[str]) -> None:
         """Remove damaged artifacts, so recomputing the task writes them afresh."""
         for artifact in digests:
+            if not is_digest(artifact):
+                continue  # not a name this store gave: nothing of ours to remove
             path = self.artifact_path(artifact)
-            if artifact and artifact != "None" and self.fs.exists(path):
+            if self.fs.exists(path):
                 self.fs.rm(path)
 
 

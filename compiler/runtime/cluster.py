@@ -44,6 +44,10 @@ class Placement:
 
     resources: dict[str, float] | None = None
     workers: list[str] | None = None
+    # True: `workers` is a preference. Dask resolves worker restrictions to addresses when the
+    # task is submitted; once those workers are gone (a worker killed and replaced by its
+    # nanny, under a new address) a strict restriction left the task `no-worker` for ever.
+    loose: bool = False
 
     def submit_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -51,7 +55,7 @@ class Placement:
             kwargs["resources"] = dict(self.resources)
         if self.workers:
             kwargs["workers"] = list(self.workers)
-            kwargs["allow_other_workers"] = False
+            kwargs["allow_other_workers"] = self.loose
         return kwargs
 
 
@@ -299,9 +303,15 @@ def placement_for(
             f"task {task_name!r} asks for {_describe_request(requested)}, which no worker of "
             f"the cluster has. Workers: {workers}"
         )
+    # Memory checked against memory limits (workers declare no MEMORY resource) is not a Dask
+    # constraint. Where every worker has the room, nothing is pinned; otherwise the task prefers
+    # the workers that have it but may go to a worker that joined later (the executor's memory
+    # watchdog still stops it before the worker runs out).
+    pin = memory_by_limit is not None and len(eligible) < len(capacities)
     return Placement(
         resources=resources or None,
-        workers=[c.address for c in eligible] if memory_by_limit is not None else None,
+        workers=[c.address for c in eligible] if pin else None,
+        loose=pin,
     )
 
 
@@ -324,4 +334,4 @@ def larger_memory_placement(
     limits = [c for c in capacities if c.memory_limit and c.memory_limit >= target]
     if not limits:
         return None
-    return Placement(resources=placement.resources, workers=[c.address for c in limits])
+    return Placement(resources=placement.resources, workers=[c.address for c in limits], loose=True)

@@ -27,6 +27,7 @@ from compiler.model.events import Fanout, Listener, RunEvent
 from compiler.model.ids import new_run_id
 from compiler.model.spec import PipelineSpec
 from compiler.model.statuses import RunStatus
+from compiler.model.validation import check_task_name
 from compiler.runtime import notebook_output
 from compiler.runtime.cache import ArtifactStore, load_outputs, written_file_fingerprints
 from compiler.runtime.cluster import (
@@ -558,6 +559,8 @@ def run_pipeline(
     notebook = Path(notebook_path).resolve()
     workdir = Path(working_dir).resolve() if working_dir else None
     names = typed.task_names
+    for name in names:  # a spec not from this compiler (a bundle's file) is checked here too
+        check_task_name(name)
     unknown = sorted(set(force) - set(names))
     if unknown:
         raise ValueError(
@@ -570,6 +573,8 @@ def run_pipeline(
         if store_url
         else ArtifactStore.default_for(workdir or notebook.parent)
     )
+    if use_cache:
+        store.check_writable()  # before any compute: it failed only after all of it
     fanout = Fanout([*([on_event] if on_event else []), *listeners])
     driver = Driver(
         typed,

@@ -68,3 +68,29 @@ def resolve_parameters(
         if name not in defaults:
             raise _unknown_parameter(name, defaults)
     return {**defaults, **(overrides or {})}
+
+
+def check_parameter_types(spec: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Typed values (a REST body) must have their default's type, as `-p` text is read: an int
+    for an int, a number for a float, a bool for a bool, text for text; a parameter whose
+    default is None, a list or a dict takes any JSON value. ValueError names the parameter."""
+    defaults = spec.get("parameters") or {}
+    for name, value in values.items():
+        if name not in defaults:
+            continue
+        default = defaults[name]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise ValueError(
+                f"parameter {name!r} is a {type(default).__name__}; got {value!r} "
+                f"({type(value).__name__})"
+            )

@@ -46,6 +46,9 @@ class RunResult:
     output_notebook: str | None = None
     dashboard: str | None = None
     store_url: str | None = None
+    # Why the run's lineage was not (or not fully) recorded; None when it was. Never a mere
+    # warning: `kiln run` fails with it.
+    lineage_error: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -335,6 +335,8 @@ class RunState:
         st = self._current(event.task, event.key)
         if st is None:
             return
+        if st.running_on is not None and event.worker != st.running_on:
+            self._worker_lost(st)
         st.running_on = event.worker
         st.running_since = event.now
         if st.spec.timeout:
@@ -355,6 +357,19 @@ class RunState:
                 self.deadlines[name] = hard_timeout_deadline(st.running_since, st.spec.timeout)
         status = "running" if event.started else "finished"
         self._out.append(Emit(CellEvent(self.run_id, name, status, dict(event.cell))))
+
+    def _worker_lost(self, st: TaskState) -> None:
+        """The same attempt started again on another worker: Dask reschedules a task whose
+        worker died (up to `allowed-failures` times) without telling the client. Lineage
+        shows it as a lost attempt on that worker."""
+        lost = st.running_on
+        message = f"the worker {lost} died while running the task"
+        entry = self._attempt_entry(st, {"worker": lost}, FAILED)
+        entry.update(reason="worker_died", error=message, retry="rerun by Dask on another worker")
+        st.result.attempt_log.append(entry)
+        error = {"ename": "KilledWorker", "evalue": message, "reason": "worker_died"}
+        self._emit_task(st, RETRYING, reason=entry["retry"], error=error, worker=lost)
+        st.result.attempts += 1
 
     def _tick(self, now: float) -> None:
         for name, due in list(self.retry_at.items()):
@@ -422,7 +437,17 @@ class RunState:
         r.outputs = dict(record.get("outputs") or {})
         r.error = None
         st.cells = list(record.get("cells") or [])
-        r.attempt_log.append(self._attempt_entry(st, record, DONE))
+        # A value the store could not take (unpicklable, disk full) still flows in memory; the
+        # task says so instead of being silently uncached.
+        store_errors = "; ".join(
+            f"{n}: {info['store_error']}"
+            for n, info in r.outputs.items()
+            if info.get("store_error")
+        )
+        entry = self._attempt_entry(st, record, DONE)
+        if store_errors:
+            entry["cache_error"] = store_errors
+        r.attempt_log.append(entry)
         digests = {n: info.get("digest") for n, info in r.outputs.items()}
         previous = (st.previous_manifest or {}).get("outputs") or {}
         st.changed = (
@@ -433,7 +458,7 @@ class RunState:
         if self.use_cache and all(digests.values()):
             self._out.append(StoreManifest(st.spec.name, r.cache_key, self._manifest(st, record)))
         r.status = DONE
-        self._emit_task(st, DONE)
+        self._emit_task(st, DONE, cache_error=store_errors or None)
         self._finalize(st)
 
     def _attempt_failed(
@@ -584,6 +609,7 @@ class RunState:
         worker: str | None = None,
         reason: str | None = None,
         error: Mapping[str, Any] | None = None,
+        cache_error: str | None = None,
     ) -> None:
         r = st.result
         final = status in (DONE, FAILED, CACHED)
@@ -606,6 +632,7 @@ class RunState:
                     attempt_log=list(r.attempt_log) if final else None,
                     error=error if error is not None else (r.error if status == FAILED else None),
                     reason=reason,
+                    cache_error=cache_error,
                 )
             )
         )

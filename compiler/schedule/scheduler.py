@@ -20,15 +20,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from compiler.lineage.run_context import process_alive, process_started_at
 from compiler.lineage.schema import schedule_runs, schedules
 from compiler.lineage.store import LineageStore
 from compiler.model.clock import utcnow
 from compiler.model.names import SCHEDULE_NAME_MAX, is_schedule_name
+from compiler.model.validation import InvalidValue, check_cron, check_timezone
 from compiler.schedule.options import ENGINES as ENGINES
 from compiler.schedule.options import MISSED_POLICIES as MISSED_POLICIES
 
@@ -57,24 +59,17 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 def validate_cron(expression: str) -> str:
-    from croniter import croniter  # imported when used: every `kiln` command loads this module
-
-    expression = " ".join(expression.split())
-    fields = expression.split(" ")
-    if len(fields) not in (5, 6) or not croniter.is_valid(expression):
-        raise ScheduleError(
-            f"invalid cron expression {expression!r}: expected 5 fields (minute hour day-of-month "
-            "month day-of-week, e.g. '0 6 * * *') or 6 with seconds last"
-        )
-    return expression
+    try:
+        return check_cron(expression)
+    except InvalidValue as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def validate_timezone(name: str) -> str:
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(f"unknown time zone {name!r} (e.g. UTC, Europe/Paris)") from exc
-    return name
+        return check_timezone(name)
+    except InvalidValue as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def next_due(cron: str, tz: str, after: dt.datetime) -> dt.datetime:
@@ -178,6 +173,8 @@ def add_schedule(
     path = Path(notebook).resolve()
     if not path.is_file():
         raise ScheduleError(f"{notebook}: no such notebook")
+    if path.suffix != ".ipynb":
+        raise ScheduleError(f"{notebook}: not a notebook (a schedule runs an .ipynb file)")
     now = now or utcnow()
     row = {
         "name": name,
@@ -403,6 +400,7 @@ class Scheduler:
                     schedule_runs.c.id,
                     schedule_runs.c.host,
                     schedule_runs.c.pid,
+                    schedule_runs.c.pid_started_at,
                     schedule_runs.c.started_at,
                     schedule_runs.c.heartbeat_at,
                 ).where(
@@ -412,11 +410,14 @@ class Scheduler:
                     )
                 )
             ).all()
+        ours = set(self.running_rows.values())
         for row in rows:
-            if row.host == self.host and row.pid == os.getpid():
+            if row.id in ours:
                 continue  # ours, and finished (checked above): its row is being closed
             if row.host == self.host:
-                if _pid_alive(row.pid):
+                # pid and start time, as run lineage does: a later process given the same pid
+                # (this scheduler itself, after a restart) is not the scheduler that ran it.
+                if row.pid != os.getpid() and process_alive(row.pid, row.pid_started_at):
                     return True
                 error = f"the scheduler running it (pid {row.pid}) stopped"
             else:
@@ -452,6 +453,7 @@ class Scheduler:
             "started_at": utcnow(),
             "host": self.host,
             "pid": os.getpid(),
+            "pid_started_at": process_started_at(os.getpid()),
         }
 
         def work(c: Any) -> int:
@@ -523,15 +525,3 @@ class Scheduler:
     def stop(self, wait: bool = True) -> None:
         self.stopping.set()
         self.pool.shutdown(wait=wait)
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
