@@ -3,7 +3,8 @@
 Every place where outside data enters (cell tags, a notebook's file name, a cache manifest, a
 `kiln schedule add`, a REST body) checks it here (schedule names: model/names.py), so a value
 that passes is safe everywhere it goes afterwards: in a store path, a Dask key, a PostgreSQL
-column, the JSON Schema of `pipeline.json`. Each check raises `InvalidValue` (a ValueError) whose message says what to fix.
+column, the JSON Schema of `pipeline.json`. Each check raises `InvalidValue` (a ValueError)
+whose message says what to fix.
 
 This module imports nothing of Kiln's: any layer may use it (it is part of model/).
 """
