@@ -270,7 +270,7 @@ def test_names_postgresql_cannot_store_are_refused_before_anything_runs(tmp_path
         "--lineage-db",
         postgres_url,
     )
-    assert proc.returncode == 2 and "at most 100" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "use up to 200" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -302,7 +302,7 @@ def test_schedule_add_with_a_nan_parameter_is_stored_on_postgresql(tmp_path, pos
         (["--cron", "0 0 31 2 *"], "is never due"),
         (["--cron", "0 0 30 2 *"], "is never due"),
         (["--cron", "0 6 * * *", "--tz", "Europe"], "unknown time zone 'Europe'"),
-        (["--cron", "0 6 * * *", "--name", "n" * 300], "at most 100"),
+        (["--cron", "0 6 * * *", "--name", "n" * 300], "use up to 200"),
     ],
 )
 def test_schedule_add_refuses_bad_input_with_exit_2(tmp_path, args, fragment):

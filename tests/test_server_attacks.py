@@ -245,7 +245,7 @@ def test_schedule_input_is_validated_like_the_cli(kiln, root):
         ({"timezone": "../../etc/passwd"}, "unknown time zone"),
         ({"timezone": "Europe/"}, "unknown time zone"),
         ({"timezone": "x" * 300}, "unknown time zone"),
-        ({"name": "s" * 300}, "at most 100"),
+        ({"name": "s" * 300}, "use up to 200"),
         ({"name": "a/b"}, "schedule name"),
         ({"name": "-x"}, "schedule name"),
         ({"parameters": {"n": "not an int"}}, "parameter 'n' is a int"),
