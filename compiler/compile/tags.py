@@ -124,7 +124,7 @@ def parse_cpu(text: str) -> float:
     millicores = text.endswith("m")  # Kubernetes millicores, as Kale writes them
     m = re.fullmatch(_NUMBER, text[:-1] if millicores else text)
     if not m:
-        raise ValueError(f"cannot read cpu count {text!r} (examples: 2, 0.5, 500m)")
+        raise ValueError(f"cpu must be a number (e.g. 2, 0.5 or 500m), not {text!r}")
     cpu = float(m.group(1)) / (1000 if millicores else 1)
     return check_positive(cpu, f"cpu {text!r}")
 
@@ -133,7 +133,7 @@ def parse_gpu(text: str) -> int:
     """A whole number of GPUs; 0 means none."""
     text = text.strip()
     if not re.fullmatch(r"[0-9]{1,4}", text):
-        raise ValueError(f"gpu takes a whole number of GPUs, got {text!r}")
+        raise ValueError(f"gpu must be a whole number (e.g. 1), not {text!r}")
     return int(text)
 
 
@@ -219,7 +219,9 @@ def parse_cell_tags(cell: Cell) -> CellTags:
                 resources.update(_parse_kale_limit(tag.split(":", 1)[1]))
             elif low.startswith("retries:"):
                 text = tag.split(":", 1)[1].strip()
-                if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > _MAX_RETRIES:
+                if not re.fullmatch(r"[0-9]{1,3}", text):
+                    raise ValueError(f"retries must be a number (e.g. retries:2), not {text!r}")
+                if int(text) > _MAX_RETRIES:
                     raise ValueError(f"retries takes a whole number from 0 to {_MAX_RETRIES}")
                 retries = int(text)
             elif low.startswith("timeout:"):
