@@ -85,6 +85,7 @@ def hand_spec(name: str, tasks: list[dict[str, Any]], parameters: dict[str, Any]
                     }
                 ],
                 "setup": task.get("setup", ""),
+                "imports": [],
                 "resources": {},
                 "retries": 0,
                 "timeout": None,
