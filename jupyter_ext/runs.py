@@ -7,11 +7,12 @@ UI's polls. The run record is one more listener of the run's events.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from compiler.model.clock import iso_now
 from compiler.model.ids import new_run_id
 from compiler.model.statuses import FINAL_RUN_STATES, RunStatus, TaskStatus
 from compiler.ops.run import run_spec
+from compiler.runtime.cluster import configured_scheduler_address
+from compiler.runtime.warm import WarmCluster
 from jupyter_ext.paths import api_path_of
 
 Runner = Callable[..., Any]  # run_spec's signature; returns an object with to_dict()
@@ -188,9 +191,17 @@ def dashboard_proxy_path(dashboard: str) -> str | None:
 class RunManager:
     """Runs of this server, newest last; at most one live run per notebook."""
 
-    def __init__(self, root_dir: str | Path, runner: Runner | None = None):
+    def __init__(
+        self,
+        root_dir: str | Path,
+        runner: Runner | None = None,
+        cluster: WarmCluster | None = None,
+    ):
         self.root_dir = Path(root_dir).resolve()
         self._runner = runner
+        # The server's one LocalCluster, reused by every run that names no cluster itself (a
+        # run then pays no cluster start-up: seconds on a laptop).
+        self.cluster = cluster
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -236,14 +247,17 @@ class RunManager:
 
         def work() -> None:
             try:
-                result = runner(
-                    spec,
-                    notebook_path=str(notebook_file),
-                    params=record.parameters or None,
-                    on_event=record.record_event,
-                    run_id=run_id,
-                    **options,
-                )
+                with self._cluster_for(options) as address:
+                    if address:
+                        options["scheduler"] = address
+                    result = runner(
+                        spec,
+                        notebook_path=str(notebook_file),
+                        params=record.parameters or None,
+                        on_event=record.record_event,
+                        run_id=run_id,
+                        **options,
+                    )
             except Exception as exc:  # a run must always end in a state the UI can show
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 record.finish(None, detail)
@@ -252,6 +266,16 @@ class RunManager:
 
         threading.Thread(target=work, name=f"kiln-run-{run_id}", daemon=True).start()
         return record
+
+    @contextlib.contextmanager
+    def _cluster_for(self, options: Mapping[str, Any]) -> Iterator[str | None]:
+        """The warm cluster's address, held for the run, unless the run or the environment
+        names a cluster (--scheduler, DASK_SCHEDULER_ADDRESS, Dask's scheduler-address)."""
+        if self.cluster is None or options.get("scheduler") or configured_scheduler_address(None):
+            yield None
+            return
+        with self.cluster.lease() as address:
+            yield address
 
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:

@@ -551,6 +551,50 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _isolated() -> Iterator[None]:
+    """What one task changes in its worker process goes away with it, as if the next task (of
+    this run or of another notebook's, on a long-lived cluster) had a fresh kernel: environment
+    variables, sys.path, the working directory and matplotlib's rcParams and open figures. The
+    user namespace is reset by `fresh_namespace`. Costs two small dict copies per task (and one
+    of rcParams' ~300 entries once the worker has imported matplotlib)."""
+    environ = dict(os.environ)
+    path = list(sys.path)
+    cwd = os.getcwd()
+    matplotlib = sys.modules.get("matplotlib")
+    rc = dict(matplotlib.rcParams) if matplotlib is not None else None
+    try:
+        yield
+    finally:
+        if dict(os.environ) != environ:
+            for name in [n for n in os.environ if n not in environ]:
+                del os.environ[name]
+            for name, value in environ.items():
+                if os.environ.get(name) != value:
+                    os.environ[name] = value
+        if sys.path != path:
+            sys.path[:] = path
+        if os.getcwd() != cwd:
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
+        _reset_matplotlib(rc)
+
+
+def _reset_matplotlib(rc: dict[str, Any] | None) -> None:
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is None:
+        return
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and pyplot.get_fignums():
+        pyplot.close("all")
+    if rc is None:  # imported by this task: back to what a fresh import reads
+        backend = matplotlib.rcParams["backend"]
+        matplotlib.rc_file_defaults()
+        dict.__setitem__(matplotlib.rcParams, "backend", backend)
+    elif dict(matplotlib.rcParams) != rc:
+        dict.update(matplotlib.rcParams, rc)  # values as they were, validated already
+
+
+@contextlib.contextmanager
 def _capturing(collector: OutputCollector) -> Iterator[None]:
     global _ACTIVE
     previous = (_ACTIVE, sys.stdout, sys.stderr)
@@ -667,7 +711,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     error: dict[str, Any] | None = None
     guard = TaskGuard(payload.get("timeout"), memory_threshold_for(memory_limit))
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
-    with _in_notebook_folder(payload):
+    with _isolated(), _in_notebook_folder(payload):
         try:
             with guard:
                 if payload.get("setup", "").strip():

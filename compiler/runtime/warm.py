@@ -115,7 +115,7 @@ def start_background(
     deadline = time.monotonic() + START_WAIT_S
     while time.monotonic() < deadline:
         address = live_scheduler_address(path)
-        if address and _workers_connected(address):
+        if address and _workers_connected(address, workers or os.cpu_count() or 1):
             return address, True
         if daemon.poll() is not None:
             break
@@ -126,12 +126,12 @@ def start_background(
     raise RuntimeError(f"the background cluster did not start (log {log_path}):\n{tail}")
 
 
-def _workers_connected(address: str) -> bool:
+def _workers_connected(address: str, expected: int) -> bool:
     from distributed import Client
 
     try:
         with Client(address, timeout="5s") as client:
-            return bool(client.scheduler_info().get("workers"))
+            return len(client.scheduler_info().get("workers") or {}) >= expected
     except Exception:
         return False
 
