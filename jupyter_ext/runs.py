@@ -93,6 +93,13 @@ class RunRecord:
                 started = event.get("status") in (RunStatus.STARTED, RunStatus.RUNNING)
                 if started and self.status == RunStatus.STARTING:  # not over "cancelling"
                     self.status = RunStatus.RUNNING
+                elif event.get("status") in FINAL_RUN_STATES:
+                    # The run's last event comes once its last task ended and the output
+                    # notebook is written: the UI shows the outcome now, while the lineage
+                    # records are closed and the cluster client let go (`finish` follows).
+                    self.status = RunStatus(str(event["status"]))
+                    self.finished = iso_now()
+                    self._output_notebook(event.get("output_notebook"))
 
     def finish(self, result: Any | None, error: str | None) -> None:
         with self.lock:
@@ -110,12 +117,7 @@ class RunRecord:
                     for key in ("duration", "error", "attempts"):
                         if task.get(key) is not None:
                             state[key] = task[key]
-                out = data.get("output_notebook")
-                if out:
-                    try:
-                        self.output_notebook = api_path_of(self.root_dir, out)
-                    except ValueError:
-                        self.output_notebook = None  # written outside the root: not servable
+                self._output_notebook(data.get("output_notebook"))
             elif self.cancel_event.is_set():
                 self.status = RunStatus.CANCELLED  # cancelled before the runtime's loop began
                 self.error = error
@@ -131,6 +133,13 @@ class RunRecord:
             self.status = RunStatus.CANCELLING
         self.cancel_event.set()
         return True
+
+    def _output_notebook(self, out: Any) -> None:
+        if out:
+            try:
+                self.output_notebook = api_path_of(self.root_dir, str(out))
+            except ValueError:
+                self.output_notebook = None  # written outside the root: not servable
 
     def summary(self) -> dict[str, Any]:
         with self.lock:

@@ -175,7 +175,7 @@ def test_the_server_reuses_one_warm_cluster_and_restarts_it_when_it_died(tmp_pat
         for name in ("one", "two"):
             notebook = make_notebook(tmp_path / f"{name}.ipynb", [("x = 1", ["task:t"])])
             prepared = prepare_run(notebook)
-            record = manager.start(dict(prepared.spec), notebook)
+            record = manager.start(dict(prepared.spec), notebook, options={"use_cache": False})
             run = _wait_done(manager, record.run_id)
             assert run["status"] == "succeeded", run
             started = next(e for e in run["events"] if e.get("status") == "started")
@@ -184,7 +184,9 @@ def test_the_server_reuses_one_warm_cluster_and_restarts_it_when_it_died(tmp_pat
 
         warm._cluster.close()  # the cluster died under the server
         notebook = tmp_path / "one.ipynb"
-        record = manager.start(dict(prepare_run(notebook).spec), notebook)
+        record = manager.start(
+            dict(prepare_run(notebook).spec), notebook, options={"use_cache": False}
+        )
         assert _wait_done(manager, record.run_id)["status"] == "succeeded"
         assert warm.starts == 2
     finally:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import json
+import mmap
 import os
 import pickle
+import struct
 import sys
 import uuid
 from collections.abc import Iterable, Mapping
@@ -128,6 +131,43 @@ class _ArtifactUnpickler(pickle.Unpickler):
         return numpy.dtype(pid.to_bytes((pid.bit_length() + 7) // 8, "big").decode("ascii"))
 
 
+_OOB_MAGIC = b"KILNOOB1"
+_OOB_ALIGN = 64  # buffers start on 64-byte boundaries, as numpy likes its data
+
+
+def _write_artifact(writer: _HashingWriter, value: Any) -> None:
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    _ArtifactPickler(stream, protocol=5, buffer_callback=buffers.append).dump(value)
+    if not buffers:
+        writer.write(stream.getbuffer())
+        return
+    writer.write(stream.getbuffer())
+    offset = stream.tell()
+    places = []
+    for buffer in buffers:
+        raw = buffer.raw()
+        pad = -offset % _OOB_ALIGN
+        if pad:
+            writer.write(b"\0" * pad)
+            offset += pad
+        writer.write(raw)
+        places.append([offset, raw.nbytes])
+        offset += raw.nbytes
+    trailer = json.dumps({"pickle": stream.tell(), "buffers": places}).encode()
+    writer.write(trailer)
+    writer.write(struct.pack("<Q", len(trailer)) + _OOB_MAGIC)
+
+
+def _read_artifact(data: memoryview) -> Any:
+    if len(data) < 16 or bytes(data[-8:]) != _OOB_MAGIC:
+        return _ArtifactUnpickler(io.BytesIO(data)).load()  # a plain pickle
+    (length,) = struct.unpack("<Q", data[-16:-8])
+    layout = json.loads(bytes(data[-16 - length : -16]))
+    buffers = [data[start : start + size] for start, size in layout["buffers"]]
+    return _ArtifactUnpickler(io.BytesIO(data[: layout["pickle"]]), buffers=buffers).load()
+
+
 class ArtifactStore:
     """Content-addressed output values plus one JSON manifest per cache key."""
 
@@ -175,12 +215,18 @@ class ArtifactStore:
 
     # -- artifacts (written on workers) -------------------------------------------------
     def put_value(self, value: Any) -> tuple[str, int]:
-        """Pickle `value` into the store; returns (xxh3-128 digest, stored bytes)."""
+        """Pickle `value` into the store; returns (xxh3-128 digest, stored bytes).
+
+        Pickle protocol 5 with out-of-band buffers: the pickle stream holds the structure and
+        large buffers (numpy arrays, pandas blocks) follow it raw, straight from the value's
+        memory (no copy into a pickle frame), then a trailer that says where they lie, so a
+        reader can map them instead of reading them (`get_value`). A value without such
+        buffers is a plain pickle. Hashed while written: one pass over the bytes."""
         temp = self._temp_in(self._path("artifacts"))
         try:
             with self._open(temp, "wb") as f:
                 writer = _HashingWriter(f)
-                _ArtifactPickler(writer, protocol=5).dump(value)
+                _write_artifact(writer, value)
             digest = writer.digest.hexdigest()
             final = self.artifact_path(digest)
             if self.fs.exists(final):
@@ -194,20 +240,37 @@ class ArtifactStore:
         return digest, writer.size
 
     def get_value(self, digest: str) -> Any:
-        with self._open(self.artifact_path(digest), "rb") as f:
-            return _ArtifactUnpickler(f).load()
+        """The value, its large buffers mapped from the file (copy-on-write, so arrays stay
+        writable) and read only when touched, on local stores."""
+        path = self.artifact_path(digest)
+        if self.local:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    raise EOFError(f"artifact {digest} is empty")
+                data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+        else:
+            with self._open(path, "rb") as f:
+                data = memoryview(bytearray(f.read()))
+        return _read_artifact(data)
 
     def artifact_intact(self, digest: str) -> bool:
         """True when the artifact exists and its content still hashes to its name."""
         path = self.artifact_path(digest)
+        h = _artifact_hasher(digest)
         try:
-            h = _artifact_hasher(digest)
             with self._open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
+                if self.local:
+                    chunk = bytearray(_CHUNK)
+                    view = memoryview(chunk)
+                    while n := f.readinto(chunk):
+                        h.update(view[:n])
+                else:
+                    while block := f.read(_CHUNK):
+                        h.update(block)
         except (FileNotFoundError, OSError):
             return False
-        return h.hexdigest() == digest
+        return bool(h.hexdigest() == digest)
 
     # -- manifests (written on the client) ------------------------------------------------
     def read_manifest(self, key: str) -> dict[str, Any] | None:
