@@ -199,13 +199,17 @@ def bench_branches(folder: Path, loops: int, repeat: int) -> dict[str, float]:
         cached.append(timed(lambda: run_quiet(command, folder, env)))
     # The same cold run with `kiln cluster start` already running (it starts no cluster).
     cluster = [PY, "-m", "compiler.cli", "cluster"]
-    run_quiet([*cluster, "start", "--workers", str(os.cpu_count() or 1)], folder, env)
     try:
-        for _ in range(repeat):
-            shutil.rmtree(folder / ".kiln", ignore_errors=True)
-            warm_cluster.append(timed(lambda: run_quiet(command, folder, env)))
-    finally:
-        run_quiet([*cluster, "stop"], folder, env)
+        run_quiet([*cluster, "start", "--workers", str(os.cpu_count() or 1)], folder, env)
+    except RuntimeError:  # a Kiln without `kiln cluster` (a baseline checkout)
+        warm_cluster.append(float("nan"))
+    else:
+        try:
+            for _ in range(repeat):
+                shutil.rmtree(folder / ".kiln", ignore_errors=True)
+                warm_cluster.append(timed(lambda: run_quiet(command, folder, env)))
+        finally:
+            run_quiet([*cluster, "stop"], folder, env)
 
     from compiler.runtime import run_pipeline
 
@@ -334,6 +338,8 @@ def _row(
     case: str, value: float, unit: str, baseline: float | None, base_name: str, target: float | None
 ) -> tuple[str, ...]:
     shown = f"{value:.3f} {unit}" if value < 1 else f"{value:.2f} {unit}"
+    if value != value:  # nan: not measured
+        return (case, "n/a", "", "", f"<= {target:g}x" if target else "", "")
     if baseline is None:
         return (case, shown, "", "", "", "")
     ratio = value / baseline
