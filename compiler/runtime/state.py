@@ -371,6 +371,7 @@ class RunState:
                 continue
             if st.current_key is not None:
                 self._out.append(Cancel(name))
+            self._in_flight.pop(name, None)
             st.current_key = None
             st.pending_failure = None
             st.result.status = CANCELLED
