@@ -7,11 +7,12 @@ UI's polls. The run record is one more listener of the run's events.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from compiler.model.clock import iso_now
 from compiler.model.ids import new_run_id
 from compiler.model.statuses import FINAL_RUN_STATES, RunStatus, TaskStatus
 from compiler.ops.run import run_spec
+from compiler.runtime.cluster import configured_scheduler_address
+from compiler.runtime.warm import WarmCluster
 from jupyter_ext.paths import api_path_of
 
 Runner = Callable[..., Any]  # run_spec's signature; returns an object with to_dict()
@@ -90,6 +93,13 @@ class RunRecord:
                 started = event.get("status") in (RunStatus.STARTED, RunStatus.RUNNING)
                 if started and self.status == RunStatus.STARTING:  # not over "cancelling"
                     self.status = RunStatus.RUNNING
+                elif event.get("status") in FINAL_RUN_STATES:
+                    # The run's last event comes once its last task ended and the output
+                    # notebook is written: the UI shows the outcome now, while the lineage
+                    # records are closed and the cluster client let go (`finish` follows).
+                    self.status = RunStatus(str(event["status"]))
+                    self.finished = iso_now()
+                    self._output_notebook(event.get("output_notebook"))
 
     def finish(self, result: Any | None, error: str | None) -> None:
         with self.lock:
@@ -107,12 +117,7 @@ class RunRecord:
                     for key in ("duration", "error", "attempts"):
                         if task.get(key) is not None:
                             state[key] = task[key]
-                out = data.get("output_notebook")
-                if out:
-                    try:
-                        self.output_notebook = api_path_of(self.root_dir, out)
-                    except ValueError:
-                        self.output_notebook = None  # written outside the root: not servable
+                self._output_notebook(data.get("output_notebook"))
             elif self.cancel_event.is_set():
                 self.status = RunStatus.CANCELLED  # cancelled before the runtime's loop began
                 self.error = error
@@ -128,6 +133,13 @@ class RunRecord:
             self.status = RunStatus.CANCELLING
         self.cancel_event.set()
         return True
+
+    def _output_notebook(self, out: Any) -> None:
+        if out:
+            try:
+                self.output_notebook = api_path_of(self.root_dir, str(out))
+            except ValueError:
+                self.output_notebook = None  # written outside the root: not servable
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
@@ -188,9 +200,17 @@ def dashboard_proxy_path(dashboard: str) -> str | None:
 class RunManager:
     """Runs of this server, newest last; at most one live run per notebook."""
 
-    def __init__(self, root_dir: str | Path, runner: Runner | None = None):
+    def __init__(
+        self,
+        root_dir: str | Path,
+        runner: Runner | None = None,
+        cluster: WarmCluster | None = None,
+    ):
         self.root_dir = Path(root_dir).resolve()
         self._runner = runner
+        # The server's one LocalCluster, reused by every run that names no cluster itself (a
+        # run then pays no cluster start-up: seconds on a laptop).
+        self.cluster = cluster
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -236,14 +256,17 @@ class RunManager:
 
         def work() -> None:
             try:
-                result = runner(
-                    spec,
-                    notebook_path=str(notebook_file),
-                    params=record.parameters or None,
-                    on_event=record.record_event,
-                    run_id=run_id,
-                    **options,
-                )
+                with self._cluster_for(options) as address:
+                    if address:
+                        options["scheduler"] = address
+                    result = runner(
+                        spec,
+                        notebook_path=str(notebook_file),
+                        params=record.parameters or None,
+                        on_event=record.record_event,
+                        run_id=run_id,
+                        **options,
+                    )
             except Exception as exc:  # a run must always end in a state the UI can show
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 record.finish(None, detail)
@@ -252,6 +275,16 @@ class RunManager:
 
         threading.Thread(target=work, name=f"kiln-run-{run_id}", daemon=True).start()
         return record
+
+    @contextlib.contextmanager
+    def _cluster_for(self, options: Mapping[str, Any]) -> Iterator[str | None]:
+        """The warm cluster's address, held for the run, unless the run or the environment
+        names a cluster (--scheduler, DASK_SCHEDULER_ADDRESS, Dask's scheduler-address)."""
+        if self.cluster is None or options.get("scheduler") or configured_scheduler_address(None):
+            yield None
+            return
+        with self.cluster.lease() as address:
+            yield address
 
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:

@@ -109,8 +109,10 @@ def test_tasks_start_when_their_inputs_are_done_and_a_chain_finishes():
     first = state.handle(Started(0.0))
     assert submits(first) == ["load"]
     assert ("fit", "waiting") in statuses(first)
+    assert state.in_flight() == ["load"]
     state.handle(AttemptRunning("load", key_of(state, "load"), "tcp://w1", 0.1))
     after_load = state.handle(AttemptSucceeded("load", key_of(state, "load"), OK, 0.5))
+    assert state.in_flight() == ["fit"]
     assert statuses(after_load)[0] == ("load", "done")
     assert submits(after_load) == ["fit"]
     done = state.handle(AttemptSucceeded("fit", key_of(state, "fit"), OK, 0.9))
@@ -251,6 +253,7 @@ def test_cancel_stops_what_runs_ends_the_rest_cancelled_and_submits_nothing_more
     assert Cancel("fit") in stopped  # the attempt on the cluster is cancelled
     assert statuses(stopped) == [("fit", "cancelled"), ("report", "cancelled")]
     assert state.finished and state.next_due() is None
+    assert state.in_flight() == [] and not state.any_in_flight()  # the driver polls nothing
     assert submits(state.handle(Tick(100.0))) == []  # no retry, no downstream task
     result = state.result(parameters={}, dashboard=None, store_url=None)
     assert result.status == "cancelled"

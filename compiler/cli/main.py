@@ -238,12 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(func=cmd_run)
 
+    from compiler.cli.cluster import register as register_cluster
     from compiler.cli.doctor import register as register_doctor
     from compiler.cli.lineage import register as register_lineage
     from compiler.cli.schedule import register as register_schedules
 
     register_lineage(sub)
     register_schedules(sub)
+    register_cluster(sub)
     register_doctor(sub)
     return parser
 

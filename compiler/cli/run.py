@@ -44,6 +44,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="run on an existing Dask cluster (default: DASK_SCHEDULER_ADDRESS, "
         "else a local cluster started for this run)",
     )
+    parser.add_argument(
+        "--scheduler-file",
+        metavar="PATH",
+        help="run on the cluster of this Dask scheduler file (as written by dask scheduler "
+        "--scheduler-file or kiln cluster start; default: the one of kiln cluster start, "
+        "when it is running)",
+    )
     parser.add_argument("--workers", type=int, metavar="N", help="local cluster: worker processes")
     parser.add_argument(
         "--no-cache", action="store_true", help="run every task; neither read nor write the cache"
@@ -202,12 +209,26 @@ def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path
     except RunRefused as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
+    scheduler = args.scheduler
+    scheduler_file = getattr(args, "scheduler_file", None)
+    if not scheduler and scheduler_file:
+        from compiler.runtime.warm import live_scheduler_address
+
+        scheduler = live_scheduler_address(Path(scheduler_file))
+        if scheduler is None:
+            print(
+                f"kiln: the run could not start: no Dask scheduler answers for the scheduler "
+                f"file {scheduler_file} (start one with kiln cluster start --scheduler-file "
+                f"{scheduler_file})",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_STARTED
     progress = ProgressDisplay(sys.stderr)
     try:
         result = run_notebook(
             prepared,
             listeners=[progress],
-            scheduler=args.scheduler,
+            scheduler=scheduler,
             workers=args.workers,
             use_cache=not args.no_cache,
             force=args.force or (),

@@ -9,11 +9,19 @@ same statuses (checked by tests/test_architecture.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from compiler.model.statuses import RunStatus, TaskStatus
+
+
+@functools.cache
+def _field_names(kind: type) -> frozenset[str]:
+    # Every listener reads every event by key (1,500 events for 500 tasks): the names are
+    # computed once per event class, not per look-up.
+    return frozenset(f.name for f in fields(kind))
 
 
 class _Record(Mapping[str, Any]):
@@ -30,8 +38,8 @@ class _Record(Mapping[str, Any]):
             data[f.name] = str(value) if isinstance(value, RunStatus | TaskStatus) else value
         return data
 
-    def _names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+    def _names(self) -> frozenset[str]:
+        return _field_names(type(self))
 
     def __getitem__(self, key: str) -> Any:
         # Read per event by every listener: no dict is built for a look-up.

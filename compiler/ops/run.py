@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,26 +161,31 @@ def run_spec(
     run_id = run_id or new_run_id()
     notebook = Path(notebook_path).resolve()
     workdir = Path(working_dir).resolve() if working_dir else None
-    recorder, lineage_error = (
-        _open_recorder(
-            spec,
-            notebook,
-            params,
-            run_id,
-            lineage_db=lineage_db,
-            lineage_store=lineage_store,
-            scheduler=scheduler,
-            store_url=store_url,
-            working_dir=workdir,
-            rerun_of=rerun_of,
+    # Opening the lineage database (and upgrading its schema) takes a while; the run does not
+    # wait for it: the recorder opens in a thread while the cluster is reached and the first
+    # tasks start, and the events that come before it is open are handed over in order.
+    opening = (
+        _RecorderOpening(
+            lambda: _open_recorder(
+                spec,
+                notebook,
+                params,
+                run_id,
+                lineage_db=lineage_db,
+                lineage_store=lineage_store,
+                scheduler=scheduler,
+                store_url=store_url,
+                working_dir=workdir,
+                rerun_of=rerun_of,
+            )
         )
         if record_lineage
-        else (None, None)
+        else None
     )
     owns_store = lineage_store is None
     everyone: list[Listener] = [*([on_event] if on_event else []), *listeners]
-    if recorder is not None:
-        everyone.append(recorder)
+    if opening is not None:
+        everyone.append(opening)
     try:
         result = run_pipeline(
             spec,
@@ -202,9 +207,12 @@ def run_spec(
             cell_timeout=cell_timeout,
         )
     except BaseException as exc:
+        recorder = opening.wait() if opening is not None else None
         if recorder is not None:
             _close_recorder(recorder, None, exc, owns_store)
         raise
+    recorder = opening.wait() if opening is not None else None
+    lineage_error = opening.error if opening is not None else None
     if recorder is not None:
         _close_recorder(recorder, result, None, owns_store)
         if recorder.errors:
@@ -214,6 +222,49 @@ def run_spec(
     # lineage and the run still exited 0).
     result.lineage_error = lineage_error
     return result
+
+
+class _RecorderOpening:
+    """A listener that opens the lineage recorder in a thread and hands it every event: those
+    that came while it was opening first, in their order (one thread, the run loop, sends
+    events; the hand-over holds the lock, so nothing overtakes it)."""
+
+    def __init__(self, open_recorder: Callable[[], tuple[RunRecorder | None, str | None]]):
+        self._lock = threading.Lock()
+        self._pending: list[Mapping[str, Any]] = []
+        self._open = False
+        self.recorder: RunRecorder | None = None
+        self.error: str | None = None  # why lineage is not recorded, when it is not
+        self._thread = threading.Thread(
+            target=self._opening, args=(open_recorder,), name="kiln-lineage-open", daemon=True
+        )
+        self._thread.start()
+
+    def _opening(self, open_recorder: Callable[[], tuple[RunRecorder | None, str | None]]) -> None:
+        recorder: RunRecorder | None = None
+        error: str | None = "the lineage recorder did not open"
+        try:
+            recorder, error = open_recorder()
+        finally:
+            with self._lock:
+                self.recorder, self.error = recorder, error
+                pending, self._pending = self._pending, []
+                if recorder is not None:
+                    for event in pending:
+                        recorder(event)
+                self._open = True
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        with self._lock:
+            if not self._open:
+                self._pending.append(event)
+                return
+        if self.recorder is not None:
+            self.recorder(event)
+
+    def wait(self) -> RunRecorder | None:
+        self._thread.join()
+        return self.recorder
 
 
 def _open_recorder(

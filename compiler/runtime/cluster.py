@@ -166,19 +166,14 @@ def _quiet_dask_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def open_cluster(
-    scheduler: str | None, workers: int | None, memory_limit: int | str | None = None
-) -> ClusterSession:
-    """Connect to the configured cluster, or start a LocalCluster of worker processes."""
-    from distributed import Client, LocalCluster
+def local_cluster_options(
+    workers: int | None, memory_limit: int | str | None = None
+) -> dict[str, Any]:
+    """LocalCluster keyword arguments of Kiln's local clusters (one per run, the server's warm
+    one and `kiln cluster start`'s): worker processes of one thread, on loopback, with their
+    real memory and GPUs as Dask resources."""
     from distributed.worker_memory import parse_memory_limit
 
-    address = configured_scheduler_address(scheduler)
-    if address:
-        client = Client(address, timeout="30s")
-        return ClusterSession(client=client, dashboard=_dashboard_link(client))
-
-    _quiet_dask_logs()
     n_workers = workers or os.cpu_count() or 1
     per_worker_memory = parse_memory_limit(
         memory_limit if memory_limit is not None else "auto",
@@ -186,7 +181,7 @@ def open_cluster(
         total_cores=n_workers,
         logger=logging.getLogger("distributed"),
     )
-    options: dict[str, Any] = {
+    return {
         "n_workers": n_workers,
         "threads_per_worker": 1,
         "processes": True,
@@ -196,14 +191,44 @@ def open_cluster(
         "memory_limit": per_worker_memory or 0,
         "resources": local_worker_resources(per_worker_memory, detect_gpus()),
     }
+
+
+def start_local_cluster(options: Mapping[str, Any], **extra: Any) -> Any:
+    """A LocalCluster with a dashboard on loopback when it can serve one."""
+    from distributed import LocalCluster
+
+    _quiet_dask_logs()
     with _spawned_workers_skip_main_module():
         try:
-            cluster = LocalCluster(dashboard_address="127.0.0.1:0", **options)
+            return LocalCluster(dashboard_address="127.0.0.1:0", **options, **extra)
         except Exception:
             # The dashboard is optional; some environments cannot serve it.
-            cluster = LocalCluster(dashboard_address=None, **options)
+            return LocalCluster(dashboard_address=None, **options, **extra)
+
+
+def open_cluster(
+    scheduler: str | None, workers: int | None, memory_limit: int | str | None = None
+) -> ClusterSession:
+    """Connect to the configured cluster (see `configured_scheduler_address`, which includes
+    the cluster of `kiln cluster start`), or start a LocalCluster of worker processes."""
+    from distributed import Client
+
+    address = configured_scheduler_address(scheduler) or warm_cluster_address()
+    if address:
+        client = Client(address, timeout="30s")
+        return ClusterSession(client=client, dashboard=_dashboard_link(client))
+
+    cluster = start_local_cluster(local_cluster_options(workers, memory_limit))
     client = Client(cluster)
     return ClusterSession(client=client, cluster=cluster, dashboard=_dashboard_link(client))
+
+
+def warm_cluster_address() -> str | None:
+    """The address in the scheduler file of `kiln cluster start` (compiler.runtime.warm), when
+    its scheduler answers; None otherwise (a file left by a killed cluster is ignored)."""
+    from compiler.runtime.warm import live_scheduler_address
+
+    return live_scheduler_address()
 
 
 def _dashboard_link(client: Any) -> str | None:

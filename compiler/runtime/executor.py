@@ -417,14 +417,29 @@ class _Watchdog:
     # Every wake-up takes the GIL from the task's thread; at 20 ms a pure-Python loop ran up to
     # 2x slower here. 100 ms is Dask's own memory-monitor interval.
     interval = 0.1
+    idle_s = 2.0  # no task for this long: the thread parks until the next one
 
     def __init__(self) -> None:
         self._guard: TaskGuard | None = None
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._process: Any = None
+        self._statm: int | None = None
+        self._parked = False  # the thread waits for a task (no task since IDLE_S)
 
     def rss(self) -> int:
+        # Twice per task: on Linux one pread of /proc/self/statm on a descriptor kept open
+        # (psutil opens and parses the file on every call: ~1 ms per task on a busy machine).
+        if self._statm is None:
+            try:
+                self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            except OSError:
+                self._statm = -1
+        if self._statm >= 0:
+            try:
+                return int(os.pread(self._statm, 64, 0).split()[1]) * _PAGE_SIZE
+            except (OSError, ValueError, IndexError):
+                pass
         if self._process is None:
             import psutil
 
@@ -435,24 +450,39 @@ class _Watchdog:
             return 0
 
     def watch(self, guard: TaskGuard | None) -> None:
-        with self._changed:
-            self._guard = guard
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="kiln-watchdog", daemon=True)
-                self._thread.start()
-            self._changed.notify()
+        # Between tasks of a busy worker this is an assignment: the thread keeps polling at its
+        # interval and is woken only when it parked (a condition notify per task cost as much
+        # as the task's own bookkeeping).
+        self._guard = guard
+        if guard is None:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="kiln-watchdog", daemon=True)
+            self._thread.start()
+        if self._parked:
+            with self._changed:
+                self._changed.notify()
 
     def _run(self) -> None:
+        idle_since = time.monotonic()
         while True:
-            with self._changed:
-                while self._guard is None:
-                    self._changed.wait()
-                guard = self._guard
+            guard = self._guard
+            if guard is None:
+                if time.monotonic() - idle_since > self.idle_s:
+                    with self._changed:
+                        self._parked = True
+                        while self._guard is None:
+                            self._changed.wait()
+                        self._parked = False
+                    continue
+            else:
+                idle_since = time.monotonic()
             time.sleep(self.interval)
-            if guard is self._guard:
+            if guard is not None and guard is self._guard:
                 guard.check(self.rss())
 
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _WATCHDOG = _Watchdog()
 
 
@@ -516,12 +546,20 @@ def _log_cell_event(
         _log_event(worker, topic, message)
 
 
-def forget_local_modules(folder: str) -> None:
-    """Forget modules imported from the notebook's folder (`helpers.py`, `mylib/`), so each task
-    imports them afresh: a worker of a long-lived cluster must not run a helper as it was when
-    an earlier run imported it (the cache key already follows the file). Only a module whose
-    file is `FOLDER/NAME.py` or under `FOLDER/NAME/` counts: never a virtualenv's packages.
-    This runs before every task, so it looks at the folder once and at no other module."""
+_LOCAL_NAMES: dict[str, tuple[int, frozenset[str]]] = {}  # folder -> (its mtime, module names)
+
+
+def _local_module_names(folder: str) -> frozenset[str]:
+    """The module names a folder offers (`NAME.py`, `NAME/__init__.py`), listed again only when
+    the folder's mtime changes (a file added, removed or renamed): one stat per task instead of
+    a directory listing."""
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return frozenset()
+    known = _LOCAL_NAMES.get(folder)
+    if known is not None and known[0] == mtime:
+        return known[1]
     local: set[str] = set()
     try:
         with os.scandir(folder) as entries:
@@ -531,13 +569,29 @@ def forget_local_modules(folder: str) -> None:
                 elif entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
                     local.add(entry.name)
     except OSError:
-        return
-    imported = [name for name in sys.modules if name.partition(".")[0] in local]
+        return frozenset()
+    names = frozenset(local)
+    _LOCAL_NAMES[folder] = (mtime, names)
+    return names
+
+
+def forget_local_modules(folder: str) -> None:
+    """Forget modules imported from the notebook's folder (`helpers.py`, `mylib/`), so each task
+    imports them afresh: a worker of a long-lived cluster must not run a helper as it was when
+    an earlier run imported it (the cache key already follows the file). Only a module whose
+    file is `FOLDER/NAME.py` or under `FOLDER/NAME/` counts: never a virtualenv's packages.
+    This runs before every task, so it looks up the folder's own names in sys.modules and scans
+    sys.modules (thousands of entries) only for a package of that folder that was imported."""
+    local = _local_module_names(folder)
+    imported = [name for name in local if name in sys.modules]
     if not imported:
         return
+    tops = set(imported)
+    imported += [name for name in sys.modules if "." in name and name.partition(".")[0] in tops]
     root = os.path.realpath(folder)
     for name in imported:
-        file = getattr(sys.modules[name], "__file__", None)
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
         if not file:
             continue
         top = name.partition(".")[0]
@@ -572,6 +626,65 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
         os.chdir(previous)
         with contextlib.suppress(ValueError):
             sys.path.remove(modules)
+
+
+@contextlib.contextmanager
+def _isolated() -> Iterator[None]:
+    """What one task changes in its worker process goes away with it, as if the next task (of
+    this run or of another notebook's, on a long-lived cluster) had a fresh kernel: environment
+    variables, sys.path, the working directory and matplotlib's rcParams and open figures. The
+    user namespace is reset by `fresh_namespace`. Costs two small dict copies per task (and one
+    of rcParams' ~300 entries once the worker has imported matplotlib)."""
+    environ = _environ_snapshot()
+    path = list(sys.path)
+    cwd = os.getcwd()
+    matplotlib = sys.modules.get("matplotlib")
+    rc = dict(matplotlib.rcParams) if matplotlib is not None else None
+    try:
+        yield
+    finally:
+        _restore_environ(environ)
+        if sys.path != path:
+            sys.path[:] = path
+        if os.getcwd() != cwd:
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
+        _reset_matplotlib(rc)
+
+
+def _environ_snapshot() -> dict[Any, Any]:
+    # os.environ's own bytes mapping: copying through os.environ decodes every name and value
+    # (it doubled a trivial task's time on the worker).
+    data = getattr(os.environ, "_data", None)
+    return dict(data) if isinstance(data, dict) else dict(os.environ)
+
+
+def _restore_environ(saved: dict[Any, Any]) -> None:
+    current = _environ_snapshot()
+    if current == saved:
+        return
+    key = getattr(os.environ, "decodekey", lambda k: k)
+    value = getattr(os.environ, "decodevalue", lambda v: v)
+    for name in current.keys() - saved.keys():
+        del os.environ[key(name)]
+    for name, was in saved.items():
+        if current.get(name) != was:
+            os.environ[key(name)] = value(was)
+
+
+def _reset_matplotlib(rc: dict[str, Any] | None) -> None:
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is None:
+        return
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and pyplot.get_fignums():
+        pyplot.close("all")
+    if rc is None:  # imported by this task: back to what a fresh import reads
+        backend = matplotlib.rcParams["backend"]
+        matplotlib.rc_file_defaults()
+        dict.__setitem__(matplotlib.rcParams, "backend", backend)
+    elif dict(matplotlib.rcParams) != rc:
+        dict.update(matplotlib.rcParams, rc)  # values as they were, validated already
 
 
 @contextlib.contextmanager
@@ -695,7 +808,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     # papermill's engine follows each cell (saves, --log-output); `kiln run` needs only tasks.
     cell_topic = topic if payload.get("cell_events") else None
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
-    with _in_notebook_folder(payload):
+    with _isolated(), _in_notebook_folder(payload):
         try:
             with guard:
                 if payload.get("setup", "").strip():

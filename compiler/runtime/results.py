@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from compiler.model.statuses import SUCCEEDED_STATES, WAITING
@@ -61,6 +61,9 @@ class RunResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # asdict(self) would already convert the tasks (deep copies of every output and attempt
+        # log); converting them once halves the cost for 500 tasks.
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "tasks"}
+        data["parameters"] = dict(self.parameters)
         data["tasks"] = [t.to_dict() for t in self.tasks]
         return data

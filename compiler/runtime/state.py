@@ -239,6 +239,9 @@ class RunState:
         self.retry_at: dict[str, float] = {}  # task -> when its next attempt is due
         self.deadlines: dict[str, float] = {}  # running task -> when to stop waiting for it
         self._ready: deque[TaskState] = deque()
+        # Tasks with a submitted attempt and no outcome: kept as a set, since the driver asks
+        # after every event (a scan of all tasks per event is quadratic in the run's size).
+        self._in_flight: dict[str, None] = {}
         self._out: list[Instruction] = []
         self.cancelled = False
 
@@ -282,7 +285,10 @@ class RunState:
 
     def in_flight(self) -> list[str]:
         """Tasks with an attempt submitted and no outcome yet."""
-        return [n for n, st in self.tasks.items() if st.current_key is not None]
+        return list(self._in_flight)
+
+    def any_in_flight(self) -> bool:
+        return bool(self._in_flight)
 
     def current_key(self, task: str) -> str | None:
         return self.tasks[task].current_key
@@ -413,6 +419,7 @@ class RunState:
                 continue
             if st.current_key is not None:
                 self._out.append(Cancel(name))
+            self._in_flight.pop(name, None)
             st.current_key = None
             st.pending_failure = None
             st.result.status = CANCELLED
@@ -424,6 +431,7 @@ class RunState:
         self._ready.clear()
 
     def _end_attempt(self, st: TaskState) -> None:
+        self._in_flight.pop(st.spec.name, None)
         st.current_key = None
         st.running_on = None
         self.deadlines.pop(st.spec.name, None)
@@ -551,6 +559,7 @@ class RunState:
         attempt = st.result.attempts
         key = attempt_key(st.spec.name, st.result.cache_key, self.run_id, attempt)
         st.current_key = key
+        self._in_flight[st.spec.name] = None
         st.running_on = None
         self._out.append(Submit(st.spec.name, key, attempt))
 
