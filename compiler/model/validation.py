@@ -21,8 +21,9 @@ from typing import Any
 MAX_NAME_LENGTH = 100
 
 TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-# Artifacts are named by the sha256 of their bytes; cache keys are sha256 digests too.
-DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+# Artifacts are named by the xxh3-128 of their bytes (32 hex digits; stores written before that
+# name them by sha256, 64); cache keys are sha256 digests.
+DIGEST_RE = re.compile(r"^(?:[0-9a-f]{32}|[0-9a-f]{64})$")
 
 
 class InvalidValue(ValueError):
@@ -70,10 +71,10 @@ def is_digest(value: Any) -> bool:
 
 
 def check_digest(value: Any) -> str:
-    """A sha256 hex digest, checked before any store path is built from it (a manifest is data:
-    '../../victim' must never become a path)."""
+    """A hex digest (xxh3-128 or sha256), checked before any store path is built from it (a
+    manifest is data: '../../victim' must never become a path)."""
     if not is_digest(value):
-        raise InvalidValue(f"not a sha256 digest: {str(value)[:80]!r}")
+        raise InvalidValue(f"not a content digest: {str(value)[:80]!r}")
     return str(value)
 
 
