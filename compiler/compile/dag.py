@@ -146,7 +146,11 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
         if not cell.source.strip() and not tags.task:
             continue  # an empty cell that names a task still starts it
         analysis = analyse_cell(cell)
-        diagnostics.extend(analysis.diagnostics)
+        owner = tags.task or (current.name if current else None)
+        if not has_tasks:
+            owner = notebook.name
+        owner = None if tags.role else owner
+        diagnostics.extend(_in_task(d, owner, tags.role) for d in analysis.diagnostics)
         if tags.role == SETUP:
             units.append(_Unit("setup", [analysis]))
             continue
@@ -189,6 +193,17 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
             current.cells.append(analysis)
             current.after.extend(a for a in tags.after if a not in current.after)
     return units, diagnostics
+
+
+def _in_task(diag: Diagnostic, task: str | None, role: str | None) -> Diagnostic:
+    """A cell's own diagnostic (a syntax error) with the task or role the cell belongs to."""
+    from dataclasses import replace
+
+    if task:
+        return replace(diag, message=f"task {task!r}: {diag.message}")
+    if role:
+        return replace(diag, message=f"{role} cell: {diag.message}")
+    return diag
 
 
 # --- 2. notebook-order effects, then the per-task fold of name events ---------------------------

@@ -26,7 +26,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from compiler.runtime.cache import store_at
+from .cache import store_at
+from .rebind import bind_to_namespace
 
 # -- errors injected into the task's thread -------------------------------------------------
 
@@ -820,6 +821,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                             cells[0]["outputs"] = [setup_out.outputs[-1]]
                             cells[0]["status"] = "error"
                     shell.user_ns.update(injected)  # parameters and inputs win over setup
+                bind_to_namespace(shell.user_ns, list(inputs))
                 for spec_cell, cell in zip(payload["cells"], cells, strict=True):
                     if error is not None:
                         break
