@@ -177,9 +177,7 @@ SOUNDNESS = {
 def test_each_value_flow_of_the_pattern_is_an_input(tmp_path, pattern):
     cells, expected = SOUNDNESS[pattern]
     tasks, diagnostics = _tasks(tmp_path, cells)
-    assert not [d for d in diagnostics if d.severity == "error"], [
-        d.render() for d in diagnostics
-    ]
+    assert not [d for d in diagnostics if d.severity == "error"], [d.render() for d in diagnostics]
     for reader, inputs in expected.items():
         for name, producer in inputs.items():
             assert tasks[reader].inputs.get(name) == producer, (pattern, reader, name)

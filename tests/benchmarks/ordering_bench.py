@@ -52,6 +52,8 @@ def _digest(value: Any) -> str | None:
 
     if isinstance(value, types.ModuleType | types.FunctionType | type):
         return None
+    if type(value).__module__.startswith("matplotlib"):
+        return None  # figures and axes pickle differently after each draw: no stable digest
     try:
         return hashlib.sha1(pickle.dumps(value, protocol=5)).hexdigest()
     except Exception:
@@ -85,6 +87,7 @@ def record(notebook: Path) -> dict[str, Any]:
     shell.displayhook.cache_size = 0
     baseline = set(ns)
     flows: set[tuple[int, int]] = set()
+    why: dict[str, str] = {}  # "writer->reader": the name, for reading a missed flow
     last_writer: dict[str, int] = {}
     readers_since: dict[str, set[int]] = {}
     executed = 0
@@ -106,6 +109,7 @@ def record(notebook: Path) -> dict[str, Any]:
                 rebound.add(name)
             elif name not in local and name in last_writer:
                 flows.add((last_writer[name], index))
+                why.setdefault(f"{last_writer[name]}->{index}", f"reads {name}")
                 readers_since.setdefault(name, set()).add(index)
         changed = {
             k
@@ -117,16 +121,18 @@ def record(notebook: Path) -> dict[str, Any]:
             # it had to run first.
             if name in last_writer:
                 flows.add((last_writer[name], index))
+                why.setdefault(f"{last_writer[name]}->{index}", f"changes {name}")
             for reader in readers_since.get(name, ()):
                 if reader != index:
                     flows.add((reader, index))
+                    why.setdefault(f"{reader}->{index}", f"changes {name} read before")
         for name in rebound | changed:
             last_writer[name] = index
             readers_since[name] = set()
         executed = index + 1
         if not result.success:
             break
-    return {"flows": sorted(flows), "executed": executed, "cells": len(sources)}
+    return {"flows": sorted(flows), "why": why, "executed": executed, "cells": len(sources)}
 
 
 # --- comparing (runs in the parent) ----------------------------------------------------------
@@ -206,7 +212,7 @@ def measure(notebook: Path) -> dict[str, Any]:
         "notebook": notebook.name,
         "ordered": len(compiled),
         "needless": len(compiled - required),
-        "missed": missed,
+        "missed": [f"{a}->{b} ({recorded['why'].get(f'{a}->{b}', '?')})" for a, b in missed],
         "executed": executed,
         "cells": recorded["cells"],
     }
@@ -233,7 +239,8 @@ def main() -> None:
         ran = f"{row['executed']}/{row['cells']}"
         print(
             f"{row['notebook']:<34} {ran:>5} {row['ordered']:>7} {row['needless']:>8} "
-            f"{len(row['missed']):>6}" + (f"  missed {row['missed'][:4]}" if row["missed"] else "")
+            f"{len(row['missed']):>6}"
+            + (f"\n    missed: {'; '.join(row['missed'][:6])}" if row["missed"] else "")
         )
     share = total_needless / total_ordered if total_ordered else 0.0
     print(
