@@ -237,6 +237,28 @@ def test_names_the_compiler_cannot_see_are_warnings_naming_the_cell(tmp_path):
     assert not [d for d in diagnostics if d.severity == "error"]
 
 
+def test_extensions_stores_and_namespace_updates_warn_and_provide_names(tmp_path):
+    tasks, diagnostics = _tasks(
+        tmp_path,
+        [
+            "%load_ext lineapy",
+            "print(lineapy.__name__)",
+            "%store -r saved",
+            "print(saved)",
+            "vars().update(q=1)",
+            "print(q)",
+        ],
+    )
+    unseen = {d.cell_index: d.message for d in diagnostics if d.code == "unseen-names"}
+    assert set(unseen) == {0, 2, 4}, [d.render() for d in diagnostics]
+    assert "%load_ext lineapy" in unseen[0] and "'lineapy'" in unseen[0]
+    assert tasks["t1"].inputs == {"lineapy": "t0"}
+    assert tasks["t3"].inputs == {"saved": "t2"} and tasks["t5"].inputs == {"q": "t4"}
+    # The extension is loaded again before each later task, as the kernel has it loaded.
+    assert "load_ext" in tasks["t5"].setup[0].statement.source
+    assert not [d for d in diagnostics if d.severity == "error"]
+
+
 def test_a_read_in_a_branch_is_a_warning_when_nothing_binds_it(tmp_path):
     tasks, diagnostics = _tasks(
         tmp_path, ["DEBUG = False", "if DEBUG:\n    print(debug_state)\nprint(DEBUG)"]

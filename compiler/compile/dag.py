@@ -571,24 +571,20 @@ def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
                         state.order[id(st)] = (i, analysis.cell.index * 10000 + k)
                         state.state.append(st)
     for source in state.opaque:
-        if not source.names:
-            continue
         ev = source.event
         cell = _event_cell(ev)
-        names = ", ".join(repr(n) for n in sorted(source.names))
-        diagnostics.append(
-            _diag(
-                "warning",
-                "unseen-names",
-                f"cell {cell.index if cell else '?'} runs {ev.name}, which binds names the "
-                f"compiler cannot see; {names} "
-                f"{'is' if len(source.names) == 1 else 'are'} taken from it"
-                + (f" (task {source.task.name!r})" if source.task else " (setup)"),
-                cell,
-                ev.line,
-                ev.col,
-            )
+        owner = f"task {source.task.name!r}" if source.task else "setup"
+        message = (
+            f"cell {cell.index if cell else '?'} ({owner}) runs {ev.name}, which may bind names "
+            "the compiler cannot see"
         )
+        if source.names:
+            names = ", ".join(repr(n) for n in sorted(source.names))
+            verb = "is" if len(source.names) == 1 else "are"
+            message += f"; {names} {verb} taken from it, as nothing else binds them"
+        else:
+            message += "; no later cell reads a name only it could bind"
+        diagnostics.append(_diag("warning", "unseen-names", message, cell, ev.line, ev.col))
     return diagnostics
 
 

@@ -23,6 +23,11 @@ def bind_to_namespace(ns: dict[str, Any], names: list[str] | None = None) -> Non
             continue
         if value.__module__ not in ("__main__", None):
             continue  # a library's function keeps its module
+        if value.__name__ != name or value.__qualname__ != name:
+            # Only a top-level `def name(...)` of the notebook: the compiler delivers its
+            # globals where it is called. A lambda, a closure or a function stored under another
+            # name keeps the globals it travelled with (the compiler read them where it was made).
+            continue
         rebuilt = types.FunctionType(
             value.__code__, ns, value.__name__, value.__defaults__, value.__closure__
         )
