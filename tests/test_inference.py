@@ -433,3 +433,13 @@ def test_the_pipeline_prints_what_a_top_to_bottom_kernel_run_prints(
     printing = [i for i, source in enumerate(RUN_CELLS) if source.startswith("print(")]
     assert [got[i] for i in printing] == [expected[i] for i in printing]
     assert "alias [1, 2, 3]" in expected[3] and "titanic {'n': 1, 'title': 'x'}" in expected[7]
+
+    # A rerun of the readers alone takes the changed values from the cache, not stale ones.
+    readers = ["t3", "t7", "t17", "t29"]
+    code = cli.main(
+        ["run", str(notebook), "--json", "--scheduler", dask_scheduler_address, "--force", *readers]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    again = _printed(Path(json.loads(captured.out)["output_notebook"]))
+    assert [again[int(r[1:])] for r in readers] == [expected[int(r[1:])] for r in readers]
