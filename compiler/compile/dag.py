@@ -518,6 +518,7 @@ class _Resolution:
     # Statements in task cells that change process state, replayed before every later task.
     state: list[SetupStatement] = field(default_factory=list)
     position: dict[str, int] = field(default_factory=dict)  # task name -> notebook position
+    tasks: dict[str, Task] = field(default_factory=dict)  # by name
     # (name, producing task) -> tasks that received that value, in notebook order
     readers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     order: dict[int, tuple[int, int]] = field(default_factory=dict)  # setup statement order
@@ -551,6 +552,7 @@ def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
             task = unit.task
             assert task is not None
             state.position[task.name] = i
+            state.tasks[task.name] = task
             earlier = {k: stmts for k, stmts in setup_by_unit.items() if k < i}
             _resolve_task(task, state, earlier, diagnostics)
             for name in task.binds:
@@ -634,7 +636,9 @@ def _resolve_task(
             continue
         seen.add(ev.name)
         bound = bindings.get(ev.name)
-        if bound is None and ev.name not in BUILTIN_NAMES and ev.kind not in ("join", "fn-free"):
+        if bound is None and ev.name not in BUILTIN_NAMES and not ev.weak:
+            # Only a read that surely happens: the producer must then hand the name on, and
+            # fails loudly if its unseen code did not bind it (as the kernel would at the read).
             bound = _from_opaque(ev, task, state)
         if bound is None or bound[0] == "deleted":
             if ev.name in BUILTIN_NAMES and bound is None:
@@ -747,10 +751,7 @@ def _same_producer_for_aliases(task: Task, state: _Resolution) -> None:
         if len(members) < 2:
             continue
         latest = max((state.position.get(task.inputs[m], -1), task.inputs[m]) for m in members)[1]
-        producer = next(
-            (t for kind, t in state.bindings.values() if kind == "task" and t.name == latest),
-            None,
-        )
+        producer = state.tasks.get(latest)
         if producer is None:
             continue
         for m in members:
