@@ -133,6 +133,17 @@ SOUNDNESS = {
         ],
         {"t3": {"clf": "t2"}, "t2": {"pipe": "t1", "clf": "t1"}},
     ),
+    "class-built-from-an-object-holds-it": (
+        [
+            "from sklearn.pipeline import Pipeline\n"
+            "from sklearn.preprocessing import StandardScaler\n"
+            "from sklearn.linear_model import LinearRegression\nscaler = StandardScaler()",
+            "pipe = Pipeline([('scale', scaler), ('model', LinearRegression())])",
+            "pipe.fit([[1.0], [2.0]], [1, 2])",
+            "print(scaler.mean_)",
+        ],
+        {"t3": {"scaler": "t2"}, "t2": {"pipe": "t1", "scaler": "t1"}},
+    ),
     "figure-and-axes": (
         [
             "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
@@ -386,6 +397,10 @@ RUN_CELLS = [
     "X = [[1.0], [3.0]]",
     "X_s = scaler.fit_transform(X)",
     "print('scaler', scaler.transform([[2.0]]).tolist())",
+    "from sklearn.pipeline import Pipeline\nfrom sklearn.linear_model import LinearRegression\n"
+    "inner = StandardScaler()\npipe = Pipeline([('s', inner), ('m', LinearRegression())])",
+    "pipe.fit([[1.0], [3.0]], [1, 2])",
+    "print('pipeline step', inner.mean_.tolist())",
     "z = 0\nflag = False",
     "if flag:\n    z = 1",
     "print('maybe', z)",
@@ -435,7 +450,7 @@ def test_the_pipeline_prints_what_a_top_to_bottom_kernel_run_prints(
     assert "alias [1, 2, 3]" in expected[3] and "titanic {'n': 1, 'title': 'x'}" in expected[7]
 
     # A rerun of the readers alone takes the changed values from the cache, not stale ones.
-    readers = ["t3", "t7", "t17", "t29"]
+    readers = ["t3", "t7", "t17", "t29", "t32"]
     code = cli.main(
         ["run", str(notebook), "--json", "--scheduler", dask_scheduler_address, "--force", *readers]
     )

@@ -414,6 +414,13 @@ def _alias_sources(value: ast.expr) -> list[ast.Name]:
         return _alias_sources(value.body) + _alias_sources(value.orelse)
     if isinstance(value, ast.NamedExpr):
         return _alias_sources(value.value)
+    if isinstance(value, ast.Call):
+        dotted = _dotted(value.func)
+        if dotted and dotted[-1][:1].isupper():
+            # A class built from objects may hold them: Pipeline([("s", scaler)]) fits the
+            # scaler itself; pd.DataFrame(array) may share the array's memory.
+            held = [*value.args, *(k.value for k in value.keywords)]
+            return [n for arg in held for n in _held(arg)]
     if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
         if value.func.attr in effects_table().returns_self:
             root = _object_root(value.func.value)
@@ -421,6 +428,18 @@ def _alias_sources(value: ast.expr) -> list[ast.Name]:
         if value.func.attr in effects_table().view_methods:
             root = _object_root(value.func.value)
             return [root] if root is not None else []
+    return []
+
+
+def _held(arg: ast.expr) -> list[ast.Name]:
+    """Names an argument passes by reference, inside list, tuple and dict literals too."""
+    if isinstance(arg, ast.List | ast.Tuple | ast.Set):
+        return [n for elt in arg.elts for n in _held(elt)]
+    if isinstance(arg, ast.Dict):
+        return [n for v in arg.values if v is not None for n in _held(v)]
+    if isinstance(arg, ast.Name | ast.Attribute | ast.Subscript | ast.Starred):
+        root = _object_root(arg)
+        return [root] if root is not None else []
     return []
 
 
