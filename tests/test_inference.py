@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from compiler.api import compile_notebook
+from compiler.compile.api import compile_notebook
 from tests.nbutil import make_notebook
 
 
@@ -429,7 +429,7 @@ def test_the_pipeline_prints_what_a_top_to_bottom_kernel_run_prints(
     tmp_path, capsys, dask_scheduler_address
 ):
     papermill = pytest.importorskip("papermill")
-    from compiler import cli
+    from compiler.cli import main as cli
 
     cells = [(source, [f"task:t{i}"]) for i, source in enumerate(RUN_CELLS)]
     notebook = make_notebook(tmp_path / "patterns.ipynb", cells)

@@ -79,7 +79,7 @@ def top_to_bottom(cells: list[str]) -> str:
 def test_random_pattern_notebooks_end_with_the_kernels_values(
     capsys, dask_scheduler_address, cells
 ):
-    from compiler import cli
+    from compiler.cli import main as cli
 
     expected = top_to_bottom(cells)
     with tempfile.TemporaryDirectory() as tmp:

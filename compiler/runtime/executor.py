@@ -26,8 +26,8 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .cache import store_at
-from .rebind import bind_to_namespace
+from compiler.runtime.cache import store_at
+from compiler.runtime.rebind import bind_to_namespace
 
 # -- errors injected into the task's thread -------------------------------------------------
 

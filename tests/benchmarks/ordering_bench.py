@@ -175,7 +175,7 @@ def closure(edges: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
 
 
 def measure(notebook: Path) -> dict[str, Any]:
-    from compiler.api import compile_notebook
+    from compiler.compile.api import compile_notebook
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
