@@ -458,3 +458,34 @@ def test_the_pipeline_prints_what_a_top_to_bottom_kernel_run_prints(
     assert code == 0, captured.err
     again = _printed(Path(json.loads(captured.out)["output_notebook"]))
     assert [again[int(r[1:])] for r in readers] == [expected[int(r[1:])] for r in readers]
+
+
+# --- run time: a change the compiler cannot see -----------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_a_change_the_compiler_cannot_see_fails_the_task_naming_it(
+    tmp_path, capsys, dask_scheduler_address
+):
+    from compiler.cli import main as cli
+
+    notebook = make_notebook(
+        tmp_path / "unseen.ipynb",
+        [
+            ("items = [1, 2]", ["task:make"]),
+            ("add = getattr(items, 'append')\nadd(3)", ["task:grow"]),
+            ("print(items)", ["task:report"]),
+        ],
+    )
+    code = cli.main(["run", str(notebook), "--json", "--scheduler", dask_scheduler_address])
+    captured = capsys.readouterr()
+    assert code != 0
+    summary = json.loads(captured.out)
+    grow = next(t for t in summary["tasks"] if t["name"] == "grow")
+    assert grow["status"] == "failed"
+    message = grow["error"]["evalue"]
+    assert "changed 'items' in place (cell 1)" in message and "'report'" in message
+    assert "items = items" in message  # the fix
+    # The run does not succeed: `report` may have printed [1, 2], which the notebook never
+    # shows (rerunning such readers after the change is not done yet).
+    assert summary["status"] == "failed"
