@@ -489,3 +489,37 @@ def test_a_change_the_compiler_cannot_see_fails_the_task_naming_it(
     # The run does not succeed: `report` may have printed [1, 2], which the notebook never
     # shows (rerunning such readers after the change is not done yet).
     assert summary["status"] == "failed"
+
+
+@pytest.mark.timeout(300)
+def test_kiln_verify_compares_each_task_with_a_top_to_bottom_run(
+    tmp_path, capsys, dask_scheduler_address
+):
+    pytest.importorskip("papermill")
+    from compiler.cli import main as cli
+
+    good = make_notebook(
+        tmp_path / "good.ipynb",
+        [
+            ("import numpy as np\narr = np.arange(4.0)\nitems = [1]", ["task:make"]),
+            ("arr += 1\nitems.append(2)", ["task:change"]),
+            ("total = float(arr.sum()) + len(items)", ["task:report"]),
+        ],
+    )
+    code = cli.main(["verify", str(good), "--scheduler", dask_scheduler_address])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "make: same arr, items" in out and "change: same arr, items" in out
+
+    bad = make_notebook(
+        tmp_path / "bad.ipynb",
+        [
+            ("items = [1, 2]", ["task:make"]),
+            ("add = getattr(items, 'append')\nadd(3)", ["task:grow"]),
+            ("n = len(items)", ["task:report"]),
+        ],
+    )
+    code = cli.main(["verify", str(bad), "--scheduler", dask_scheduler_address])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "grow: did not finish" in out and "changed 'items' in place" in out

@@ -966,6 +966,9 @@ def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dic
     store = store_at(store_url) if store_url else None
     for name, value in values.items():
         info = describe_value(value)
+        # The content digest compares a task's value with a top-to-bottom run (`kiln verify`);
+        # the store's digest is of the stored bytes.
+        info["content_digest"] = value_digest(value)
         info["digest"] = None
         if store is not None:
             try:
