@@ -523,3 +523,31 @@ def test_kiln_verify_compares_each_task_with_a_top_to_bottom_run(
     out = capsys.readouterr().out
     assert code == 1
     assert "grow: did not finish" in out and "changed 'items' in place" in out
+
+
+def test_the_run_decides_on_a_reported_change_without_a_cluster():
+    from compiler.runtime.state import AttemptSucceeded, Started
+    from tests.test_runtime_state import OK, key_of, pipeline, state_for, statuses, task
+
+    def spec_with(readers: bool):
+        tasks = [task("make"), task("grow", inputs={"items": "make"}, retries=2)]
+        if readers:
+            tasks.append(task("report", inputs={"items": "make"}))
+        for i, t in enumerate(tasks):
+            t["code"][0]["cell_index"] = i
+        return pipeline(*tasks)
+
+    changed = {**OK, "changed_inputs": [{"name": "items", "cell_index": 1, "cell_id": "c1"}]}
+    state = state_for(spec_with(readers=True))
+    state.handle(Started(0.0))
+    state.handle(AttemptSucceeded("make", key_of(state, "make"), OK, 0.1))
+    decided = state.handle(AttemptSucceeded("grow", key_of(state, "grow"), changed, 0.2))
+    assert ("grow", "failed") in statuses(decided)  # no retry: it would change it again
+    error = state.result(parameters={}, dashboard=None, store_url=None).task("grow").error
+    assert error["ename"] == "InputChangedInPlace" and "'report'" in error["evalue"]
+
+    alone = state_for(spec_with(readers=False))  # nobody else reads it: the task's own business
+    alone.handle(Started(0.0))
+    alone.handle(AttemptSucceeded("make", key_of(alone, "make"), OK, 0.1))
+    decided = alone.handle(AttemptSucceeded("grow", key_of(alone, "grow"), changed, 0.2))
+    assert ("grow", "done") in statuses(decided)
