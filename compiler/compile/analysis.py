@@ -479,11 +479,7 @@ def _string_args(call: ast.Call) -> list[str] | None:
     return None
 
 
-_BRANCHES = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.Match)
-try:  # Python 3.11+
-    _BRANCHES = (*_BRANCHES, ast.TryStar)  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover
-    pass
+_OUTPUT_NAME = re.compile(r"_\d+")
 
 
 def _catches_name_error(node: ast.Try) -> bool:
@@ -529,7 +525,9 @@ class _EventVisitor(ast.NodeVisitor):
     # --- plain names ---------------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
-            if node.id in ("_", "__", "___", "Out") or re.fullmatch(r"_\d+", node.id):
+            if node.id[0] in "_O" and (
+                node.id in ("_", "__", "___", "Out") or _OUTPUT_NAME.fullmatch(node.id)
+            ):
                 self._emit("prev-output", node.id, node)
             self._emit("read", node.id, node)
         elif isinstance(node.ctx, ast.Store):
@@ -850,7 +848,8 @@ class _EventVisitor(ast.NodeVisitor):
         self._visit_arguments_outer(node.args)
         if node.returns is not None:
             self.visit(node.returns)
-        self._emit("def", node.name, node, summary=_function_summary(node))
+        scope = _scope_names(node.body)  # one pass, for the summary and the free names
+        self._emit("def", node.name, node, summary=_function_summary(node, scope))
         for dec in node.decorator_list:
             # @register: the decorator is called with the function.
             if isinstance(dec, ast.Name | ast.Attribute):
@@ -858,7 +857,7 @@ class _EventVisitor(ast.NodeVisitor):
                 self._emit("call", site.func[0] if site.func else "", dec, call=site)
         # The body's free names are read where the function is called (its summary); for
         # setup code, which is replayed in each task, they are what the statement needs.
-        self._deferred(node.body, _argument_names(node.args), node, "fn-free")
+        self._deferred(node.body, _argument_names(node.args), node, "fn-free", scope)
 
     visit_AsyncFunctionDef = visit_FunctionDef
 
@@ -882,11 +881,16 @@ class _EventVisitor(ast.NodeVisitor):
                 self.visit(arg.annotation)
 
     def _deferred(
-        self, body: list, bound: set[str], owner: ast.AST, kind: str = "deferred"
+        self,
+        body: list,
+        bound: set[str],
+        owner: ast.AST,
+        kind: str = "deferred",
+        scope: tuple[set[str], list[tuple[str, ast.AST]], set[str]] | None = None,
     ) -> None:
         """Free names of a function/class body: read when it is called, not when defined."""
-        local, used, globals_ = _scope_names(body)
-        local |= bound
+        local, used, globals_ = scope if scope is not None else _scope_names(body)
+        local = local | bound
         for name, node in used:
             if name not in local or name in globals_:
                 self._emit(kind, name, node)
@@ -960,12 +964,15 @@ class _EventVisitor(ast.NodeVisitor):
         return None
 
 
-def _function_summary(node: ast.FunctionDef | ast.AsyncFunctionDef) -> FunctionSummary:
+def _function_summary(
+    node: ast.FunctionDef | ast.AsyncFunctionDef,
+    scope: tuple[set[str], list[tuple[str, ast.AST]], set[str]],
+) -> FunctionSummary:
     """What a call of this function reads, binds and changes among module names."""
     args = node.args
     params = tuple(a.arg for a in [*args.posonlyargs, *args.args])
-    local, _, globals_ = _scope_names(node.body)
-    local |= _argument_names(args)
+    local, _, globals_ = scope
+    local = local | _argument_names(args)
     body = _EventVisitor(0)
     for stmt in node.body:
         body.visit(stmt)
