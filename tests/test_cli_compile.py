@@ -133,7 +133,7 @@ def test_check_json_lists_diagnostics():
         {
             "severity": "error",
             "code": "syntax-error",
-            "message": "syntax error: invalid syntax",
+            "message": "task 'second': syntax error: invalid syntax",
             "cell_index": 1,
             "cell_id": "error-synt-01",
             "line": 1,

@@ -15,10 +15,12 @@ from typing import Any
 from compiler.compile.analysis import (
     BUILTIN_NAMES,
     CellAnalysis,
+    FunctionSummary,
     NameEvent,
     Statement,
     analyse_cell,
 )
+from compiler.compile.effects import call_effects
 from compiler.compile.notebook import Cell, Notebook
 from compiler.compile.tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
 from compiler.model.diagnostics import Diagnostic
@@ -59,6 +61,12 @@ class Task:
     reads_files: list[str] = field(default_factory=list)
     writes_files: list[str] = field(default_factory=list)
     version: str = ""
+    # Filled by the notebook-order pass over events (expand_events):
+    events: list[NameEvent] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)  # names `del` unbinds for later tasks
+    opaque: list[NameEvent] = field(default_factory=list)  # binds names nobody can see
+    order_after: list[str] = field(default_factory=list)  # order-only edges (no value flows)
+    prev_outputs: list[NameEvent] = field(default_factory=list)  # reads of `_`, `Out[n]`
 
 
 @dataclass
@@ -138,7 +146,11 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
         if not cell.source.strip() and not tags.task:
             continue  # an empty cell that names a task still starts it
         analysis = analyse_cell(cell)
-        diagnostics.extend(analysis.diagnostics)
+        owner = tags.task or (current.name if current else None)
+        if not has_tasks:
+            owner = notebook.name
+        owner = None if tags.role else owner
+        diagnostics.extend(_in_task(d, owner, tags.role) for d in analysis.diagnostics)
         if tags.role == SETUP:
             units.append(_Unit("setup", [analysis]))
             continue
@@ -183,7 +195,142 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
     return units, diagnostics
 
 
-# --- 2. per-task fold of name events -------------------------------------------------------------
+def _in_task(diag: Diagnostic, task: str | None, role: str | None) -> Diagnostic:
+    """A cell's own diagnostic (a syntax error) with the task or role the cell belongs to."""
+    from dataclasses import replace
+
+    if task:
+        return replace(diag, message=f"task {task!r}: {diag.message}")
+    if role:
+        return replace(diag, message=f"{role} cell: {diag.message}")
+    return diag
+
+
+# --- 2. notebook-order effects, then the per-task fold of name events ---------------------------
+
+
+class _Aliases:
+    """Names that may share an object: `b = a`, `combine = [train, test]`, `for d in combine`,
+    `fig, ax = plt.subplots()`. Changing one in place may change them all."""
+
+    def __init__(self) -> None:
+        self.group: dict[str, set[str]] = {}
+
+    def of(self, name: str) -> set[str]:
+        return self.group.get(name) or {name}
+
+    def leave(self, name: str) -> None:
+        members = self.group.pop(name, None)
+        if members is not None:
+            members.discard(name)
+            if len(members) == 1:
+                self.group.pop(next(iter(members)), None)
+
+    def join(self, name: str, sources: Iterable[str]) -> None:
+        merged = set(self.of(name))
+        for source in sources:
+            merged |= self.of(source)
+        if len(merged) > 1:
+            for member in merged:
+                self.group[member] = merged
+
+
+class _EffectsWalk:
+    """The notebook-order state behind `expand_events`: imports, notebook functions, aliases."""
+
+    def __init__(self) -> None:
+        self.imported: dict[str, str] = {}
+        self.functions: dict[str, FunctionSummary] = {}
+        self.aliases = _Aliases()
+        self.out: list[NameEvent] = []
+        self.cell: Cell | None = None
+
+    def emit(self, kind: str, name: str, ev: NameEvent, weak: bool, **extra: Any) -> None:
+        self.out.append(
+            _CellEvent(kind, name, ev.line, ev.col, ev.stmt, weak, cell=self.cell, **extra)
+        )
+
+    def mutate(self, name: str, ev: NameEvent, weak: bool) -> None:
+        if name in self.imported:
+            return  # calls on a module never change the module
+        group = self.aliases.of(name)
+        for member in sorted(group):
+            if member not in self.imported:
+                self.emit("mutate", member, ev, weak, sources=tuple(sorted(group)))
+
+    def use_function(
+        self, summary: FunctionSummary, ev: NameEvent, called: bool, seen: set[int] | None = None
+    ) -> None:
+        seen = set() if seen is None else seen
+        if id(summary) in seen:
+            return
+        seen.add(id(summary))
+        for name, in_branch in summary.reads:
+            # A function passed on or stored (`df.apply(f)`) may never be called: its reads
+            # are definite only where it is called, and outside the body's branches.
+            self.emit("read", name, ev, in_branch or not called or ev.weak)
+            inner = self.functions.get(name)
+            if inner is not None:
+                self.use_function(inner, ev, called and not in_branch, seen)
+        for name in summary.writes:
+            self.emit("def", name, ev, True)
+            self.imported.pop(name, None)
+            self.aliases.leave(name)
+        for name in summary.mutates:
+            if name not in summary.params:
+                self.mutate(name, ev, True)
+
+    def event(self, ev: NameEvent) -> None:
+        kind, name = ev.kind, ev.name
+        assert self.cell is not None
+        if kind == "def":
+            if ev.module:
+                self.imported[name] = ev.module
+            elif not ev.weak:
+                self.imported.pop(name, None)
+            if ev.summary is not None:
+                self.functions[name] = ev.summary
+            elif not ev.weak:
+                self.functions.pop(name, None)
+            if ev.sources != (name,) and not ev.weak:
+                self.aliases.leave(name)
+            self.out.append(_with_cell(ev, self.cell))
+        elif kind == "alias":
+            self.aliases.join(name, ev.sources)
+        elif kind == "read":
+            self.out.append(_with_cell(ev, self.cell))
+            summary = self.functions.get(name)
+            if summary is not None:
+                self.use_function(summary, ev, ev.called)
+        elif kind == "call" and ev.call is not None:
+            changed, called = call_effects(ev.call, self.imported, self.functions.get)
+            for changed_name in dict.fromkeys(changed):
+                self.mutate(changed_name, ev, ev.weak)
+            for summary in called[1:]:  # the first is the callee: its read came before
+                self.use_function(summary, ev, True)
+        elif kind == "mutate":
+            self.mutate(name, ev, ev.weak)
+        elif kind == "del":
+            self.out.append(_with_cell(ev, self.cell))
+            self.aliases.leave(name)
+            self.functions.pop(name, None)
+            self.imported.pop(name, None)
+        else:  # deferred, fn-free, opaque, prev-output
+            self.out.append(_with_cell(ev, self.cell))
+
+
+def expand_events(units: list[_Unit]) -> None:
+    """Walk the notebook in order and give each task its events as they act on the namespace:
+    calls judged by the effects table, changes spread over aliases, and notebook functions' free
+    names read (and their globals bound or changed) where the function is used, not defined."""
+    walk = _EffectsWalk()
+    for unit in units:
+        for analysis in unit.cells:
+            walk.out, walk.cell = [], analysis.cell
+            for ev in analysis.events:
+                walk.event(ev)
+            if unit.task is not None:
+                unit.task.events.extend(walk.out)
 
 
 def fold_task_events(task: Task) -> None:
@@ -193,26 +340,60 @@ def fold_task_events(task: Task) -> None:
     mutated: list[str] = []
     reads: dict[str, NameEvent] = {}
     deferred: list[NameEvent] = []
-    for analysis in task.cells:
-        for ev in analysis.events:
-            if ev.kind == "read":
-                if ev.name not in local and ev.name not in reads:
-                    reads[ev.name] = _with_cell(ev, analysis.cell)
-            elif ev.kind == "def":
-                if ev.name not in local:
-                    local.add(ev.name)
+    deletes: list[str] = []
+    opaque: list[NameEvent] = []
+    prev_outputs: list[NameEvent] = []
+
+    def need(ev: NameEvent, kind: str | None = None) -> None:
+        first = reads.get(ev.name)
+        if kind is not None:
+            ev = _CellEvent(kind, ev.name, ev.line, ev.col, ev.stmt, True, cell=_event_cell(ev))
+        if first is None or (first.weak and not ev.weak):
+            reads[ev.name] = ev
+
+    for ev in task.events:
+        if ev.kind == "read":
+            if ev.name not in local:
+                need(ev)
+        elif ev.kind == "def":
+            if ev.name not in local:
+                if ev.weak or ev.sources == (ev.name,):
+                    # A binding that may not happen joins the one before it: the task takes the
+                    # earlier value in and hands on whichever it ends with.
+                    need(ev, "join")
+                local.add(ev.name)
+                if ev.name in deletes:
+                    deletes.remove(ev.name)
+                if ev.name not in binds:
                     binds.append(ev.name)
-            elif ev.kind == "mutate":
-                if ev.name not in local and ev.name not in mutated:
+        elif ev.kind == "mutate":
+            if ev.name not in local:
+                need(ev, "join")
+                if ev.name not in mutated:
                     mutated.append(ev.name)
-            elif ev.kind == "deferred":
-                deferred.append(_with_cell(ev, analysis.cell))
+        elif ev.kind == "del":
+            local.discard(ev.name)
+            if ev.name in binds:
+                binds.remove(ev.name)
+            if ev.name in mutated:
+                mutated.remove(ev.name)
+            if ev.name not in deletes:
+                deletes.append(ev.name)
+        elif ev.kind == "deferred":
+            deferred.append(ev)
+        elif ev.kind == "opaque":
+            opaque.append(ev)
+        elif ev.kind == "prev-output":
+            prev_outputs.append(ev)
     for ev in deferred:
         if ev.name not in local and ev.name not in reads:
             reads[ev.name] = ev
     task.reads = reads
     task.binds = binds
     task.mutated = mutated
+    task.deletes = deletes
+    task.opaque = opaque
+    task.prev_outputs = prev_outputs
 
 
 @dataclass(frozen=True)
@@ -221,7 +402,21 @@ class _CellEvent(NameEvent):
 
 
 def _with_cell(ev: NameEvent, cell: Cell) -> NameEvent:
-    return _CellEvent(ev.kind, ev.name, ev.line, ev.col, ev.stmt, cell)
+    return _CellEvent(
+        ev.kind,
+        ev.name,
+        ev.line,
+        ev.col,
+        ev.stmt,
+        ev.weak,
+        ev.call,
+        ev.summary,
+        ev.sources,
+        ev.module,
+        ev.called,
+        ev.probe,
+        cell=cell,
+    )
 
 
 def _event_cell(ev: NameEvent) -> Cell | None:
@@ -274,6 +469,10 @@ def parameter_defs(analysis: CellAnalysis) -> tuple[list[ParameterDef], list[Dia
 # --- 4. resolution: inputs, parameters, setup, edges ---------------------------------------------
 
 
+# What a setup statement needs wherever it is replayed: its reads and its functions' free names.
+_SETUP_READS = ("read", "deferred", "fn-free")
+
+
 def _setup_statements(
     units: list[_Unit], param_names: frozenset[str] = frozenset()
 ) -> dict[int, list[SetupStatement]]:
@@ -289,7 +488,7 @@ def _setup_statements(
         analysis = unit.cells[0]
         by_stmt: dict[int, list[NameEvent]] = {}
         for ev in analysis.events:
-            if ev.kind in ("read", "deferred"):
+            if ev.kind in _SETUP_READS:
                 by_stmt.setdefault(ev.stmt, []).append(_with_cell(ev, analysis.cell))
         out[i] = [
             SetupStatement(analysis.cell, stmt, tuple(by_stmt.get(j, ())))
@@ -299,30 +498,95 @@ def _setup_statements(
     return out
 
 
+@dataclass
+class _Opaque:
+    """A statement that binds names the compiler cannot see (`%run x.py`, `exec(...)`)."""
+
+    event: NameEvent
+    task: Task | None
+    setup: SetupStatement | None
+    names: list[str] = field(default_factory=list)  # the reads it was taken to provide
+
+
+@dataclass
+class _Resolution:
+    """The state of the notebook-order walk: what each name is bound to at this point."""
+
+    # name -> ("task", task) | ("param", None) | ("setup", SetupStatement) | ("deleted", task)
+    bindings: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    opaque: list[_Opaque] = field(default_factory=list)
+    # Statements in task cells that change process state, replayed before every later task.
+    state: list[SetupStatement] = field(default_factory=list)
+    position: dict[str, int] = field(default_factory=dict)  # task name -> notebook position
+    tasks: dict[str, Task] = field(default_factory=dict)  # by name
+    # (name, producing task) -> tasks that received that value, in notebook order
+    readers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    order: dict[int, tuple[int, int]] = field(default_factory=dict)  # setup statement order
+
+
 def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
     """Walk the notebook in order, binding names; each task's reads meet their latest binding."""
     diagnostics: list[Diagnostic] = []
     param_names = frozenset(p.name for p in params)
     setup_by_unit = _setup_statements(units, param_names)
-    # name -> ("task", task) | ("param", None) | ("setup", SetupStatement)
-    bindings: dict[str, tuple[str, Any]] = {}
+    state = _Resolution()
+    for i, stmts in setup_by_unit.items():
+        for k, st in enumerate(stmts):
+            state.order[id(st)] = (i, k)
 
     for i, unit in enumerate(units):
         if unit.kind in ("setup", "parameters"):
+            by_stmt = {ev.stmt: ev for ev in unit.cells[0].events if ev.kind == "opaque"}
             for st in setup_by_unit[i]:
                 for name in st.statement.defs:
-                    bindings[name] = ("setup", st)
+                    state.bindings[name] = ("setup", st)
+                stmt_index = unit.cells[0].statements.index(st.statement)
+                if stmt_index in by_stmt:
+                    ev = _with_cell(by_stmt[stmt_index], st.cell)
+                    state.opaque.append(_Opaque(ev, None, st))
             if unit.kind == "parameters":
                 for ev in unit.cells[0].events:
                     if ev.kind == "def" and ev.name in param_names:
-                        bindings[ev.name] = ("param", None)
+                        state.bindings[ev.name] = ("param", None)
         else:
             task = unit.task
             assert task is not None
+            state.position[task.name] = i
+            state.tasks[task.name] = task
             earlier = {k: stmts for k, stmts in setup_by_unit.items() if k < i}
-            _resolve_task(task, bindings, earlier, setup_by_unit, diagnostics)
+            _resolve_task(task, state, earlier, diagnostics)
             for name in task.binds:
-                bindings[name] = ("task", task)
+                state.bindings[name] = ("task", task)
+            for name in task.deletes:
+                state.bindings[name] = ("deleted", task)
+            for ev in task.opaque:
+                state.opaque.append(_Opaque(ev, task, None))
+            for analysis in task.cells:
+                for k, stmt in enumerate(analysis.statements):
+                    if stmt.state:
+                        reads = tuple(
+                            _with_cell(ev, analysis.cell)
+                            for ev in analysis.events
+                            if ev.stmt == k and ev.kind in _SETUP_READS
+                        )
+                        st = SetupStatement(analysis.cell, stmt, reads)
+                        state.order[id(st)] = (i, analysis.cell.index * 10000 + k)
+                        state.state.append(st)
+    for source in state.opaque:
+        ev = source.event
+        cell = _event_cell(ev)
+        owner = f"task {source.task.name!r}" if source.task else "setup"
+        message = (
+            f"cell {cell.index if cell else '?'} ({owner}) runs {ev.name}, which may bind names "
+            "the compiler cannot see"
+        )
+        if source.names:
+            names = ", ".join(repr(n) for n in sorted(source.names))
+            verb = "is" if len(source.names) == 1 else "are"
+            message += f"; {names} {verb} taken from it, as nothing else binds them"
+        else:
+            message += "; no later cell reads a name only it could bind"
+        diagnostics.append(_diag("warning", "unseen-names", message, cell, ev.line, ev.col))
     return diagnostics
 
 
@@ -337,7 +601,7 @@ def parameters_setup(units: list[_Unit]) -> str:
             for st in setup_by_unit[i]:
                 bindings.update((name, st) for name in st.statement.defs)
         elif unit.kind == "parameters":
-            pending = [ev for ev in unit.cells[0].events if ev.kind in ("read", "deferred")]
+            pending = [ev for ev in unit.cells[0].events if ev.kind in _SETUP_READS]
             while pending:
                 source = bindings.get(pending.pop().name)
                 if source is not None and id(source) not in needed:
@@ -350,18 +614,19 @@ def parameters_setup(units: list[_Unit]) -> str:
 
 def _resolve_task(
     task: Task,
-    bindings: dict[str, tuple[str, Any]],
+    state: _Resolution,
     earlier_setup: dict[int, list[SetupStatement]],
-    setup_by_unit: dict[int, list[SetupStatement]],
     diagnostics: list[Diagnostic],
 ) -> None:
+    bindings = state.bindings
     needed_setup: dict[int, SetupStatement] = {}
     pending: list[NameEvent] = list(task.reads.values())
     # Setup statements with no bindings (np.random.seed(0), %matplotlib inline, warnings...)
-    # configure every task after them, as they do when the notebook runs top to bottom.
-    for stmts in earlier_setup.values():
+    # configure every task after them, as they do when the notebook runs top to bottom; so do
+    # the state changes of earlier tasks' cells (`%env`, `sys.path.insert`, `%load_ext`).
+    for stmts in [*earlier_setup.values(), state.state]:
         for st in stmts:
-            if not st.statement.defs:
+            if not st.statement.defs or st.statement.state:
                 needed_setup[id(st)] = st
                 pending.extend(st.reads)
     seen: set[str] = set()
@@ -371,32 +636,24 @@ def _resolve_task(
             continue
         seen.add(ev.name)
         bound = bindings.get(ev.name)
-        if bound is None:
-            if ev.name in BUILTIN_NAMES:
+        if bound is None and ev.name not in BUILTIN_NAMES and not ev.weak:
+            # Only a read that surely happens: the producer must then hand the name on, and
+            # fails loudly if its unseen code did not bind it (as the kernel would at the read).
+            bound = _from_opaque(ev, task, state)
+        if bound is None or bound[0] == "deleted":
+            if ev.name in BUILTIN_NAMES and bound is None:
                 continue
-            if ev.kind == "deferred" and ev.name in task.binds:
+            if ev.kind in ("deferred", "fn-free") and ev.name in task.binds:
                 # A setup function reads its globals when called: one the task binds itself
                 # (`frame = ...; summarize()`) is there by then.
                 continue
-            cell = _event_cell(ev)
-            where = f"cell {cell.index}, line {ev.line}" if cell else f"line {ev.line}"
-            diagnostics.append(
-                _diag(
-                    "error",
-                    "undefined-name",
-                    f"task {task.name!r} reads {ev.name!r} ({where}) but no earlier task, "
-                    "setup cell or parameter binds it",
-                    cell,
-                    ev.line,
-                    ev.col,
-                )
-            )
+            _unbound(task, ev, bound, diagnostics)
             continue
         kind, source = bound
-        if kind == "task" and ev.name in task.mutated and ev.name not in task.binds:
-            # Mutating an object received from a task re-exports it: later readers must see
-            # the mutated version. (Setup objects such as modules are rebuilt in every task,
-            # so `plt.title(...)` or `np.random.seed(...)` export nothing.)
+        if ev.name in task.mutated and ev.name not in task.binds and kind in ("task", "setup"):
+            # Changing a received object in place re-exports it: later readers must see the
+            # changed version. (Modules are never changed by calls on them: `plt.title(...)`
+            # or `np.random.seed(...)` export nothing.)
             task.binds.append(ev.name)
         if kind == "task":
             if source is not task:
@@ -407,9 +664,99 @@ def _resolve_task(
             if id(source) not in needed_setup:
                 needed_setup[id(source)] = source
                 pending.extend(source.reads)
-    order = {id(st): k for k, st in enumerate(s for stmts in setup_by_unit.values() for s in stmts)}
-    task.setup = sorted(needed_setup.values(), key=lambda st: order[id(st)])
+    _same_producer_for_aliases(task, state)
+    for ev in task.prev_outputs[:1]:
+        cell = _event_cell(ev)
+        diagnostics.append(
+            _diag(
+                "warning",
+                "previous-output",
+                f"task {task.name!r} reads {ev.name!r} (cell {cell.index if cell else '?'}, "
+                f"line {ev.line}), the output history of the kernel: a task starts with an "
+                "empty history, so it does not hold what an earlier cell showed; assign that "
+                "value to a name and read the name",
+                cell,
+                ev.line,
+                ev.col,
+            )
+        )
+    for name, producer in task.inputs.items():
+        readers = state.readers.setdefault((name, producer), [])
+        if name in task.mutated:
+            # The task changes the object in place: tasks that read the value before it must
+            # run first (on one worker they share the object).
+            task.order_after.extend(r for r in readers if r not in task.order_after)
+        readers.append(task.name)
+    task.setup = sorted(needed_setup.values(), key=lambda st: state.order[id(st)])
     task.parameters = sorted(set(task.parameters))
+
+
+def _from_opaque(ev: NameEvent, task: Task, state: _Resolution) -> tuple[str, Any] | None:
+    """A name nothing visible binds, taken from the latest statement that binds unseen names."""
+    for source in reversed(state.opaque):
+        if source.task is task:
+            continue
+        if ev.name not in source.names:
+            source.names.append(ev.name)
+        if source.task is not None:
+            return ("task", source.task)
+        return ("setup", source.setup)
+    return None
+
+
+def _unbound(
+    task: Task, ev: NameEvent, bound: tuple[str, Any] | None, diagnostics: list[Diagnostic]
+) -> None:
+    cell = _event_cell(ev)
+    where = f"cell {cell.index}, line {ev.line}" if cell else f"line {ev.line}"
+    if ev.kind in ("join", "fn-free") or ev.probe:
+        # The earlier value a binding joins, a function's global, `try: x except NameError:`:
+        # each only if there is one.
+        return
+    if bound is not None:  # deleted
+        deleter = bound[1]
+        message = f"task {task.name!r} reads {ev.name!r} ({where}) after task {deleter.name!r} "
+        message += "deleted it (del)"
+    else:
+        message = (
+            f"task {task.name!r} reads {ev.name!r} ({where}) but no earlier task, "
+            "setup cell or parameter binds it"
+        )
+    if ev.weak:
+        # A read in a branch (`if DEBUG: print(debug_state)`) or one a try guards: the notebook
+        # runs while the branch does not.
+        diagnostics.append(
+            _diag(
+                "warning",
+                "undefined-in-branch",
+                message + ": it fails if that code runs",
+                cell,
+                ev.line,
+                ev.col,
+            )
+        )
+        return
+    diagnostics.append(_diag("error", "undefined-name", message, cell, ev.line, ev.col))
+
+
+def _same_producer_for_aliases(task: Task, state: _Resolution) -> None:
+    """Names that share one object must reach a task that changes it from one producer, or
+    they arrive as separate copies and the change reaches only one of them."""
+    groups: dict[tuple[str, ...], None] = {}
+    for ev in task.events:
+        if ev.kind == "mutate" and len(ev.sources) > 1:
+            groups[ev.sources] = None
+    for group in groups:
+        members = [m for m in group if m in task.inputs]
+        if len(members) < 2:
+            continue
+        latest = max((state.position.get(task.inputs[m], -1), task.inputs[m]) for m in members)[1]
+        producer = state.tasks.get(latest)
+        if producer is None:
+            continue
+        for m in members:
+            if m in producer.inputs or m in producer.binds:
+                task.inputs[m] = latest
 
 
 def link_tasks(tasks: list[Task]) -> list[Diagnostic]:
@@ -435,7 +782,11 @@ def link_tasks(tasks: list[Task]) -> list[Diagnostic]:
                 diagnostics.append(
                     _diag("error", "cycle", f"task {name!r} is after itself", task.cells[0].cell)
                 )
+        for name in task.order_after:
+            if name not in upstream and name != task.name:
+                upstream.append(name)
         task.upstream = upstream
+    _file_edges(tasks)
     for task in tasks:
         for name, producer in task.inputs.items():
             p = by_name.get(producer)
@@ -445,6 +796,31 @@ def link_tasks(tasks: list[Task]) -> list[Diagnostic]:
         order = {n: i for i, n in enumerate(task.binds)}
         task.outputs.sort(key=lambda n: order.get(n, len(order)))
     return diagnostics
+
+
+def _file_edges(tasks: list[Task]) -> None:
+    """A file one task writes and another reads (literal paths): they run in notebook order,
+    the writer before later readers and after earlier ones (the reader's cache key has the
+    file's digest, and the writer's key through the edge)."""
+    writer: dict[str, Task] = {}
+    readers: dict[str, list[Task]] = {}
+    for task in tasks:
+        before: list[Task] = []
+        for path in task.reads_files:
+            if path in writer:
+                before.append(writer[path])
+        for path in task.writes_files:
+            before += readers.get(path, [])
+            if path in writer:
+                before.append(writer[path])
+        for other in before:
+            if other is not task and other.name not in task.upstream:
+                task.upstream.append(other.name)
+        for path in task.reads_files:
+            readers.setdefault(path, []).append(task)
+        for path in task.writes_files:
+            writer[path] = task
+            readers[path] = []
 
 
 def topological_order(tasks: list[Task]) -> tuple[list[Task], list[str] | None]:
@@ -633,9 +1009,12 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
         return Pipeline(
             notebook.name, notebook, params, params_source, tasks, _sorted(diagnostics), ""
         )
+    expand_events(units)
     for task in tasks:
         fold_task_events(task)
     diagnostics += resolve(units, params)
+    for task in tasks:
+        diagnostics += task_datasets_and_hazards(task)
     diagnostics += link_tasks(tasks)
     ordered, cycle = topological_order(tasks)
     if cycle:
@@ -644,8 +1023,6 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
             _diag("error", "cycle", "tasks form a cycle: " + " -> ".join(cycle), first)
         )
         ordered = tasks
-    for task in ordered:
-        diagnostics += task_datasets_and_hazards(task)
     diagnostics += setup_hazards(units)
     version = assign_versions(ordered, params)
     return Pipeline(

@@ -197,6 +197,10 @@ def parse_cell_tags(cell: Cell) -> CellTags:
                 task = task or "pipeline-metrics"
             elif low.startswith(_TASK_PREFIXES):
                 name = tag.split(":", 1)[1].strip()
+                if not name and not low.startswith("task:"):
+                    # Kale: a `block:` / `step:` tag without a name continues the step above,
+                    # like an untagged cell.
+                    continue
                 try:
                     check_task_name(name)
                 except InvalidValue as exc:

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compiler.runtime.cache import store_at
+from compiler.runtime.digest import digests, value_digest
+from compiler.runtime.rebind import bind_to_namespace
 
 # -- errors injected into the task's thread -------------------------------------------------
 
@@ -808,6 +810,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     # papermill's engine follows each cell (saves, --log-output); `kiln run` needs only tasks.
     cell_topic = topic if payload.get("cell_events") else None
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
+    changed_inputs: list[dict[str, Any]] = []  # received values changed in place, where
     with _isolated(), _in_notebook_folder(payload):
         try:
             with guard:
@@ -820,9 +823,16 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                             cells[0]["outputs"] = [setup_out.outputs[-1]]
                             cells[0]["status"] = "error"
                     shell.user_ns.update(injected)  # parameters and inputs win over setup
+                bind_to_namespace(shell.user_ns, list(inputs))
+                # Inputs the compiler saw no change to: digested now and after each cell, so a
+                # change it could not see (an unknown method, a library call) is reported.
+                watched = {n: v for n, v in inputs.items() if n not in payload["outputs"]}
+                before = digests(watched)
                 for spec_cell, cell in zip(payload["cells"], cells, strict=True):
                     if error is not None:
                         break
+                    if current is not None and current.get("status") == "ok":
+                        changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
                     current = cell
                     collector = OutputCollector()
                     cell["outputs"] = collector.outputs
@@ -837,6 +847,8 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                     if exc is not None:
                         error = _error_record(exc, spec_cell, collector, prefix)
                     _log_cell_event(worker, cell_topic, payload, cell, "cell_finished")
+                if current is not None and error is None:
+                    changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
                 current = None
         except (TaskTimeout, MemoryError) as exc:
             # Delivered outside the cell's own code (between cells, in IPython internals).
@@ -883,6 +895,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "cells": cells,
         "error": error,
         "outputs": {},
+        "changed_inputs": changed_inputs,
     }
     if error is not None:
         _log_event(worker, topic, {"kind": "failed", **record})
@@ -891,6 +904,21 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     record["outputs"] = _describe_and_store(values, payload.get("store_url"))
     _log_event(worker, topic, {"kind": "record", **record})
     return {"values": values, "record": record}
+
+
+def _newly_changed(
+    before: dict[str, str], ns: Mapping[str, Any], received: Mapping[str, Any], cell: dict
+) -> list[dict[str, Any]]:
+    """Watched inputs whose object is still the one received and whose content changed since
+    the last check (each is reported once, at the cell after which it was first seen)."""
+    found = []
+    for name, digest in list(before.items()):
+        if name in ns and ns[name] is received[name] and value_digest(ns[name]) != digest:
+            found.append(
+                {"name": name, "cell_index": cell["cell_index"], "cell_id": cell["cell_id"]}
+            )
+            del before[name]
+    return found
 
 
 def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
@@ -938,6 +966,9 @@ def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dic
     store = store_at(store_url) if store_url else None
     for name, value in values.items():
         info = describe_value(value)
+        # The content digest compares a task's value with a top-to-bottom run (`kiln verify`);
+        # the store's digest is of the stored bytes.
+        info["content_digest"] = value_digest(value)
         info["digest"] = None
         if store is not None:
             try:

@@ -437,6 +437,14 @@ class RunState:
         self.deadlines.pop(st.spec.name, None)
 
     def _succeeded(self, st: TaskState, record: Mapping[str, Any]) -> None:
+        stale = self._stale_readers(st, record)
+        if stale is not None:
+            # A run never succeeds with a value the notebook would not have had.
+            self._end_attempt(st)
+            st.result.attempt_log.append(self._attempt_entry(st, dict(record), FAILED))
+            st.retries_used = st.spec.retries  # rerunning changes it again: no retry
+            self._retry_or_fail(st, stale, dict(record), 0.0)
+            return
         self._end_attempt(st)
         r = st.result
         r.duration = record.get("duration")
@@ -468,6 +476,41 @@ class RunState:
         r.status = DONE
         self._emit_task(st, DONE, cache_error=store_errors or None)
         self._finalize(st)
+
+    def _stale_readers(self, st: TaskState, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The error for an input the task changed in place without the compiler knowing, when
+        another task reads the same value: later cells (in the notebook) would see the change,
+        and one not yet finished might share the object on this worker."""
+        for change in record.get("changed_inputs") or []:
+            name = change["name"]
+            producer = st.spec.inputs.get(name)
+            position = _position(st.spec)
+            readers = [
+                t.spec.name
+                for t in self.tasks.values()
+                if t is not st
+                and t.spec.inputs.get(name) == producer
+                and (_position(t.spec) > position or t.result.status not in SUCCEEDED_STATES)
+            ]
+            if not readers:
+                continue  # nobody else reads that value: the change is the task's own business
+            return {
+                "cell_index": change.get("cell_index"),
+                "cell_id": change.get("cell_id"),
+                "line": None,
+                "ename": "InputChangedInPlace",
+                "evalue": (
+                    f"task {st.spec.name!r} changed {name!r} in place (cell "
+                    f"{change.get('cell_index')}), which it received from {producer!r}; "
+                    f"{', '.join(repr(r) for r in sorted(readers))} read {name!r} too and would "
+                    f"get a value the notebook does not have. The compiler did not see this "
+                    f"change: add `{name} = {name}` after it, so the pipeline hands the changed "
+                    f"value on"
+                ),
+                "traceback": [],
+                "reason": "input-changed",
+            }
+        return None
 
     def _attempt_failed(
         self, st: TaskState, error: dict[str, Any], record: dict[str, Any], now: float
@@ -645,3 +688,8 @@ class RunState:
                 )
             )
         )
+
+
+def _position(task: TaskSpec) -> int:
+    """Where the task starts in the notebook (its first cell's index)."""
+    return min((c.cell_index for c in task.code), default=0)
