@@ -104,6 +104,7 @@ export class ProductionSection {
   update(model: PipelineModel | null): void {
     if (model !== this._model) {
       this._model = model;
+      this._edited = false;
       this._answer = null;
       this._error = '';
       if (model) {
@@ -157,16 +158,21 @@ export class ProductionSection {
     section.append(el('h3', 'kiln-Panel-heading', 'Production'));
     const { owner, team } = this._metadata();
     const form = el('div', 'kiln-Owner');
-    const ownerInput = el('input', 'jp-mod-styled kiln-Owner-name');
+    // The same inputs across renders: the routes arriving from the server re-render the
+    // section, and must not wipe what the user is typing.
+    const ownerInput = this._ownerInput;
+    const teamInput = this._teamInput;
     ownerInput.placeholder = 'Owner (a person or on-call alias)';
-    ownerInput.value = owner;
-    const teamInput = el('input', 'jp-mod-styled kiln-Owner-team');
     teamInput.placeholder = 'Team';
-    teamInput.value = team;
+    if (!this._edited) {
+      ownerInput.value = owner;
+      teamInput.value = team;
+    }
     const save = el('button', 'jp-Button jp-mod-styled kiln-Owner-save', 'Set owner');
     save.title = 'Writes kiln.owner and kiln.team into this notebook (save it to keep them); schedules need an owner or an alert route';
     save.addEventListener('click', () => {
       this._saveOwner(ownerInput.value, teamInput.value);
+      this._edited = false;
       this._render();
     });
     form.append(el('span', 'kiln-Fact-label', 'owner'), ownerInput, teamInput, save);
@@ -242,6 +248,17 @@ export class ProductionSection {
     await this._load(model);
   }
 
+  private _makeInput(className: string): HTMLInputElement {
+    const input = el('input', `jp-mod-styled ${className}`);
+    input.addEventListener('input', () => {
+      this._edited = true;
+    });
+    return input;
+  }
+
+  private readonly _ownerInput = this._makeInput('kiln-Owner-name');
+  private readonly _teamInput = this._makeInput('kiln-Owner-team');
+  private _edited = false;
   private _model: PipelineModel | null = null;
   private _answer: IAlertsAnswer | null = null;
   private _error = '';

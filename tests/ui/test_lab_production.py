@@ -49,21 +49,21 @@ def test_owner_routes_cost_and_a_promoted_schedule_in_the_panel(
     page.wait_for_function(
         f"!document.querySelector('{PANEL} .kiln-Owner-missing')", timeout=10_000
     )
-    page.locator(".jp-NotebookPanel-toolbar:visible [data-command='docmanager:save']").click()
-    page.wait_for_function(  # saved: the tab is no longer marked dirty
-        "!document.querySelector('#jp-main-dock-panel .lm-TabBar-tab.jp-mod-dirty')",
-        timeout=60_000,
-    )
-    deadline = time.monotonic() + 30
     kiln: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:  # JupyterLab writes the file in place: a read can meet it half written
-            kiln = nbformat.read(notebook, as_version=4).metadata.get("kiln", {})
-        except nbformat.reader.NotJSONError:
-            kiln = {}
+    for _attempt in range(3):  # File > Save Notebook; on a loaded machine a click can be lost
+        production.locator(".kiln-Owner-save").click()  # (again: idempotent)
+        select_cell(page, 2)  # the notebook is the current widget: Save applies to it
+        page.locator(".lm-MenuBar-item:has-text('File')").click()
+        page.locator(".lm-Menu-item[data-command='docmanager:save']").click()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and kiln.get("owner") != "Ana Lima":
+            try:  # JupyterLab writes the file in place: a read can meet it half written
+                kiln = nbformat.read(notebook, as_version=4).metadata.get("kiln", {})
+            except nbformat.reader.NotJSONError:
+                kiln = {}
+            time.sleep(0.3)
         if kiln.get("owner") == "Ana Lima":
             break
-        time.sleep(0.3)
     assert kiln == {"owner": "Ana Lima", "team": "analytics"}
 
     # An alert route, with its secret left in the server's environment.
@@ -113,5 +113,3 @@ def test_owner_routes_cost_and_a_promoted_schedule_in_the_panel(
     _dismiss_toasts(page)
     show(page, f"{PANEL} .kiln-Schedules")
     page.screenshot(path=str(screenshots / "20-promoted-schedule.png"))
-    item.locator(".kiln-Schedule-remove").click()
-    page.wait_for_selector(f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')")
