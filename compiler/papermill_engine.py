@@ -41,6 +41,7 @@ INJECTED_TAG = contract.INJECTED_TAG
 # Engine keyword arguments this engine reads; papermill passes them all (any other is a user's
 # `execute_notebook(..., name=value)` and is refused rather than ignored).
 KNOWN_OPTIONS = {
+    "working_dir",  # a promoted schedule: the bundle's snapshot runs in the live notebook's folder
     "input_path",
     "output_path",
     "start_timeout",
@@ -135,7 +136,9 @@ class KilnEngine(Engine):
         run = None
         if spec is not None and spec["tasks"]:
             scheduler = kwargs.get("scheduler") or os.environ.get("DASK_SCHEDULER_ADDRESS")
-            run = _run(spec, run_nb, notebook_path, follower, scheduler, timeout)
+            run = _run(
+                spec, run_nb, notebook_path, follower, scheduler, timeout, kwargs.get("working_dir")
+            )
         results: dict[int, contract.CellResult] = {}
         task_errors: dict[int, dict[str, Any]] = {}
         if run is not None and run.output_notebook:
@@ -162,20 +165,22 @@ def _run(
     follower: _CellFollower,
     scheduler: str | None,
     timeout: Any,
+    working_dir: str | None = None,
 ) -> Any:
     from compiler.lineage.defaults import ENV_URL
     from compiler.ops.run import prepare_run, run_notebook
 
     # As with papermill's default engine, the notebook runs in the working folder (`--cwd`,
     # else the caller's); Kiln's cache, lineage and run notebooks stay in `.kiln/` beside it.
-    kiln_dir = notebook_path.parent / ".kiln"
+    workdir = Path(working_dir) if working_dir else None
+    kiln_dir = (workdir or notebook_path.parent) / ".kiln"
     kiln_dir.mkdir(parents=True, exist_ok=True)
     prepared = prepare_run(notebook_path, spec=spec)  # the injected values are the defaults
     return run_notebook(
         prepared,
         listeners=[follower],
         scheduler=scheduler,
-        working_dir=Path.cwd(),
+        working_dir=workdir or Path.cwd(),
         notebook_json=run_nb.nb,
         cell_events=True,  # workers report each cell: saves, --log-output
         cell_timeout=float(timeout) if timeout else None,

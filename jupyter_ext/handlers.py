@@ -22,6 +22,7 @@ Errors are `{"message": ...}` with a 4xx status (jupyter_server's APIHandler wri
     POST /kiln/schedules/<name>/(pause|resume)?path=P         -> the schedule (resume: execute)
     DELETE /kiln/schedules/<name>?path=P                      -> 204
     GET  /kiln/schedules/<name>/runs?path=P[&limit=N]         -> {runs: [...]} newest first
+    GET|POST /kiln/alerts, DELETE /kiln/alerts/<id>, GET /kiln/cost  (see production.py)
 
 Lineage and schedules live in the notebook's lineage database (`lineage_db`, else
 $KILN_LINEAGE_DB, else `.kiln/lineage.db` beside the notebook; see `stores.py`).
@@ -689,4 +690,7 @@ def setup_handlers(server_app: Any) -> None:
         (url_path_join(schedule, "resume"), ScheduleResumeHandler),
         (url_path_join(schedule, "runs"), ScheduleRunsHandler),
     ]
+    from .production import production_routes  # it imports this module's KilnHandler
+
+    routes += production_routes(base)
     web_app.add_handlers(".*$", routes)

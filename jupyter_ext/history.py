@@ -23,6 +23,8 @@ TASK_FIELDS = (
     "ended_at",
     "parameters",
     "error",
+    "cost",
+    "cost_saved",
 )
 ARTIFACT_FIELDS = ("name", "digest", "type", "size", "stored_bytes", "summary")
 
@@ -75,6 +77,10 @@ def task_history(
             "pipeline_version": run["pipeline"]["version"],
             "parameters": run["parameters"],
             "has_output": inside(root, run["output_notebook"]) is not None,
+            "owner": run.get("owner"),
+            "team": run.get("team"),
+            "cost": run.get("cost"),
+            "budget": run.get("budget"),
         }
         if task is not None:
             item["task"] = task_view(root, notebook_file, tasks[task])

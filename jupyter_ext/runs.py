@@ -84,7 +84,7 @@ class RunRecord:
                 state["status"] = event.get("status")
                 if event.get("status") in _CLEARS_ERROR:
                     state.pop("error", None)  # an earlier attempt's error no longer applies
-                for key in ("duration", "error", "attempt"):
+                for key in ("duration", "error", "attempt", "cost", "cost_saved"):
                     if event.get(key) is not None:
                         state[key] = event[key]
             elif event.get("type") == "run":
@@ -114,7 +114,7 @@ class RunRecord:
                 for task in data.get("tasks", []):
                     state = self.tasks.setdefault(task["name"], {})
                     state["status"] = task.get("status")
-                    for key in ("duration", "error", "attempts"):
+                    for key in ("duration", "error", "attempts", "cost", "cost_saved"):
                         if task.get(key) is not None:
                             state[key] = task[key]
                 self._output_notebook(data.get("output_notebook"))

@@ -8,9 +8,14 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
-def make_notebook(path: Path, cells: list[tuple[str, list[str]] | str]) -> Path:
-    """cells: source strings (untagged code), (source, tags) pairs, or '# md: ...' markdown."""
+def make_notebook(
+    path: Path, cells: list[tuple[str, list[str]] | str], owner: str | None = None
+) -> Path:
+    """cells: source strings (untagged code), (source, tags) pairs, or '# md: ...' markdown.
+    `owner`: the notebook's production owner (metadata kiln.owner), which a schedule needs."""
     nb = new_notebook()
+    if owner:
+        nb.metadata["kiln"] = {"owner": owner}
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",

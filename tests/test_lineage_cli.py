@@ -161,7 +161,7 @@ def test_runs_and_show(trained, capsys, monkeypatch):
     monkeypatch.chdir(notebook.parent)
     code, out, _ = kiln(capsys, "runs", notebook)
     assert code == 0
-    assert re.search(rf"^{result.run_id}\s+\S+ \S+\s+succeeded\s+train_two_models\s", out, re.M)
+    assert re.search(rf"^{result.run_id}\s+\S+ \S+\s+succeeded\s+-\s+train_two_models\s", out, re.M)
 
     code, out, _ = kiln(capsys, "show", result.run_id[:6])
     assert code == 0

@@ -49,6 +49,7 @@ def notebook(tmp_path: Path) -> Path:
             ("values = list(range(rows))", ["task:load"]),
             ("total = sum(values)\nprint('total', total)", ["task:report"]),
         ],
+        owner="Ana Lima",
     )
 
 
@@ -381,6 +382,7 @@ def test_papermill_jobs_due_together_each_run_in_their_own_folder(store, tmp_pat
         make_notebook(
             tmp_path / team / "report.ipynb",
             [("print('region', open('region.txt').read())", [])],
+            owner=f"{team} team",
         )
         add_schedule(
             store, team, tmp_path / team / "report.ipynb", "0 6 * * *", engine="papermill", now=T0

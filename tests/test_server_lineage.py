@@ -44,7 +44,7 @@ FLOW = [
 def flow_notebook(root: Path) -> Path:
     (root / "work" / "data").mkdir(parents=True, exist_ok=True)
     (root / "work" / "data" / "in.csv").write_text("a,b\n1,2\n3,4\n")
-    return make_notebook(root / "work" / "flow.ipynb", FLOW)
+    return make_notebook(root / "work" / "flow.ipynb", FLOW, owner="Ana Lima")
 
 
 def record_run(notebook: Path, scheduler: str, **params: Any) -> str:
@@ -264,6 +264,7 @@ def test_parameter_values_typed_in_the_panel_are_read_like_the_cli_reads_them(ki
     make_notebook(
         root / "typed.ipynb",
         [("factor = 2\nlabel = 'v1'\nlimits = [1, 2]", ["parameters"]), ("y = factor", ["task:a"])],
+        owner="Ana Lima",
     )
     texts = {"factor": "3", "label": "1.10", "limits": "[5, 6]"}
     code, created = kiln.post(
@@ -328,7 +329,7 @@ def test_schedule_bad_input_is_400_with_a_clear_message(kiln, root, extra, fragm
 
 def test_schedule_actions_on_unknown_or_foreign_schedules_are_404(kiln, root):
     notebook = flow_notebook(root)
-    other = make_notebook(root / "work" / "other.ipynb", [("x = 1", ["task:t"])])
+    other = make_notebook(root / "work" / "other.ipynb", [("x = 1", ["task:t"])], owner="Bo")
     with open_store(None, notebook) as store:  # same folder: same database
         add_schedule(store, "theirs", other, "0 6 * * *")
     for endpoint, method in [

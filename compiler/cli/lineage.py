@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.lineage.defaults import ENV_URL
+from compiler.model.costs import format_budget, format_cost
 from compiler.model.units import format_bytes
 
 if TYPE_CHECKING:
@@ -152,13 +153,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not listed:
         print("no runs recorded" + (f" for {args.notebook}" if args.notebook else ""))
         return EXIT_OK
-    rows = [("run", "started (UTC)", "status", "pipeline", "version", "tasks", "parameters")]
+    rows = [
+        ("run", "started (UTC)", "status", "owner", "pipeline", "version", "tasks", "parameters")
+    ]
     for run in listed:
+        over = (run.get("budget") or {}).get("over")
         rows.append(
             (
                 run["run_id"],
                 _when(run["started_at"]),
-                run["status"],
+                run["status"] + (" (over budget)" if over else ""),
+                run.get("owner") or "-",
                 run["pipeline"],
                 run["version"][:SHORT],
                 ", ".join(f"{n} {s}" for s, n in sorted(run["tasks"].items())),
@@ -205,11 +210,31 @@ def render_run(run: Mapping[str, Any]) -> str:
         ("scheduler", run.get("scheduler_address") or "-"),
         ("parameters", _params(run["parameters"]) or "-"),
         ("output nb", run.get("output_notebook") or "-"),
+        (
+            "owner",
+            (run.get("owner") or "- (kiln owner set NOTEBOOK NAME)")
+            + (f"  team {run['team']}" if run.get("team") else ""),
+        ),
+        ("cost", _cost_line(run.get("cost"))),
     ]
+    if run.get("budget"):
+        fields.append(("budget", format_budget(run["budget"])))
     if run.get("error"):
         fields.append(("error", run["error"]))
     lines += [f"  {k:<11} {v}" for k, v in fields]
-    rows = [("task", "status", "cache", "attempts", "duration", "peak memory", "worker", "version")]
+    rows = [
+        (
+            "task",
+            "status",
+            "cache",
+            "attempts",
+            "duration",
+            "peak memory",
+            "cpu",
+            "worker",
+            "version",
+        )
+    ]
     for task in run["tasks"]:
         rows.append(
             (
@@ -219,6 +244,7 @@ def render_run(run: Mapping[str, Any]) -> str:
                 str(task["attempts"]),
                 "-" if task["duration"] is None else f"{task['duration']:.2f} s",
                 format_bytes(task["peak_memory"]),
+                _cpu(task),
                 task["worker"] or "-",
                 (task["version"] or "")[:SHORT],
             )
@@ -266,6 +292,24 @@ def render_run(run: Mapping[str, Any]) -> str:
     if files:
         lines += ["", "files:", table([("task", "", "path", "sha256"), *files], "  ")]
     return "\n".join(lines)
+
+
+def _cost_line(cost: Mapping[str, Any] | None) -> str:
+    if not cost:
+        return "-"
+    line = format_cost(cost, cost.get("money"))
+    saved = cost.get("saved")
+    if saved:
+        line += f"; the cache saved {format_cost(saved, cost.get('saved_money'))}"
+    return line
+
+
+def _cpu(task: Mapping[str, Any]) -> str:
+    if task.get("cost"):
+        return f"{float(task['cost'].get('cpu_s') or 0):.2f} s"
+    if task.get("cost_saved"):
+        return f"saved {float(task['cost_saved'].get('cpu_s') or 0):.2f} s"
+    return "-"
 
 
 # -- lineage ------------------------------------------------------------------------------------

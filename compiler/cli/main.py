@@ -241,12 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     from compiler.cli.cluster import register as register_cluster
     from compiler.cli.doctor import register as register_doctor
     from compiler.cli.lineage import register as register_lineage
+    from compiler.cli.production import register as register_production
     from compiler.cli.schedule import register as register_schedules
     from compiler.cli.verify import register as register_verify
 
     register_lineage(sub)
     register_schedules(sub)
     register_cluster(sub)
+    register_production(sub)
     register_doctor(sub)
     register_verify(sub)
     return parser

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from compiler.model.costs import add_costs, format_cost
 from compiler.model.statuses import TaskStatus
 from compiler.model.units import format_bytes
 from compiler.ops.run import RunRefused, prepare_run, run_notebook
@@ -184,6 +185,11 @@ def summary_table(result: RunResult) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    spent = add_costs(t.cost for t in result.tasks)
+    saved = add_costs(t.cost_saved for t in result.tasks if t.cached)
+    if spent or saved:
+        line = f"cost: {format_cost(spent)}" if spent else "cost: nothing computed"
+        lines.append(line + (f"; the cache saved {format_cost(saved)}" if saved else ""))
     return "\n".join(lines)
 
 

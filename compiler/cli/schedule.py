@@ -79,6 +79,8 @@ def cmd_add(args: argparse.Namespace) -> int:
             parameters=_parameters(args.notebook, args.parameters),
             engine=args.engine,
             missed=args.missed,
+            budget=args.budget,
+            grace_s=args.grace,
         )
     _print(
         args,
@@ -94,7 +96,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     with _open(args) as store:
         items = list_schedules(store)
-    rows = [("name", "cron", "tz", "engine", "state", "next run (UTC)", "notebook")]
+    rows = [("name", "cron", "tz", "engine", "state", "runs", "next run (UTC)", "notebook")]
     for s in items:
         rows.append(
             (
@@ -103,6 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 s.timezone,
                 s.engine,
                 "paused" if s.paused else "active",
+                f"promoted {s.promoted_version}" if s.mode == "promoted" else "live notebook",
                 f"{s.next_due_at:%Y-%m-%d %H:%M:%S}",
                 s.notebook,
             )
@@ -255,6 +258,17 @@ def register(subparsers: Any) -> None:
         choices=MISSED_POLICIES,
         default="run_once",
         help="due times missed while no scheduler ran: run once on start, or skip",
+    )
+    p.add_argument(
+        "--budget",
+        help="what a run may spend: '0.50' (money at kiln cost --price), '120cpu-s', '50gb-s', "
+        "'3600gpu-s'; add ' fail' to fail a run over it (default: flag it)",
+    )
+    p.add_argument(
+        "--grace",
+        type=int,
+        metavar="SECONDS",
+        help="a due time with no run this long after it raises a 'late' alert (default 300)",
     )
     common(p)
     p.set_defaults(func=_guarded(cmd_add))

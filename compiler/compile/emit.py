@@ -99,7 +99,24 @@ def pipeline_spec(pipeline: Pipeline) -> dict[str, Any]:
         "computed_parameters": pipeline.computed_parameters,
         "parameters_setup": pipeline.parameters_setup,
         "tasks": [task_spec(t) for t in pipeline.tasks],
+        **production_metadata(pipeline.notebook.node),
     }
+
+
+def production_metadata(node: Any) -> dict[str, Any]:
+    """`owner` and `budget` from the notebook's metadata `kiln` (written by `kiln owner set`,
+    `kiln budget set` and the panel): who answers for the pipeline and what a run may spend.
+    Neither is part of the version: naming an owner does not invalidate the cache."""
+    kiln = dict((getattr(node, "metadata", None) or {}).get("kiln") or {})
+    extra: dict[str, Any] = {}
+    owner = kiln.get("owner")
+    if isinstance(owner, str) and owner.strip():
+        extra["owner"] = {"name": owner.strip()}
+        if isinstance(kiln.get("team"), str) and kiln["team"].strip():
+            extra["owner"]["team"] = kiln["team"].strip()
+    if isinstance(kiln.get("budget"), str) and kiln["budget"].strip():
+        extra["budget"] = kiln["budget"].strip()
+    return extra
 
 
 def spec_json(spec: dict[str, Any]) -> str:

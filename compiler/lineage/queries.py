@@ -124,6 +124,10 @@ def _run_row(row: Row[Any]) -> dict[str, Any]:
         "store_url": data["store_url"],
         "rerun_of": data["rerun_of"],
         "error": data["error"],
+        "owner": data["owner"],
+        "team": data["team"],
+        "cost": data["cost"],
+        "budget": data["budget"],
     }
 
 
@@ -153,6 +157,8 @@ def _task_row(data: Any, spec_task: Mapping[str, Any] | None) -> dict[str, Any]:
         "ended_at": iso(data["ended_at"]),
         "duration": data["duration"],
         "peak_memory": data["peak_memory"],
+        "cost": data["cost"],
+        "cost_saved": data["cost_saved"],
         "error": error,
         "cells": cells_of(spec_task),
     }

@@ -40,12 +40,14 @@ from compiler.lineage.schema import (
     datasets,
     pipelines,
     runs,
+    settings,
     task_inputs,
     task_outputs,
     task_runs,
 )
 from compiler.lineage.store import LineageStore, insert_ignoring_duplicates, is_transient
 from compiler.model.clock import utcnow
+from compiler.model.costs import add_costs, check_budget, money, parse_budget
 from compiler.model.hashing import digest
 from compiler.model.ids import new_run_id
 from compiler.model.statuses import FINAL_STATES, TaskStatus
@@ -144,6 +146,15 @@ class RunRecorder:
         self.task_run_ids: dict[str, int] = {}
         self.state = _RunState()
         self.errors: list[str] = []
+        owner = dict(spec.get("owner") or {})
+        self.owner: str | None = owner.get("name")
+        self.team: str | None = owner.get("team")
+        try:
+            self.budget = parse_budget(spec.get("budget")) if spec.get("budget") else None
+        except ValueError as exc:  # metadata edited by hand: say so, and run without it
+            log.warning("kiln: the notebook's budget is ignored: %s", exc)
+            self.budget = None
+        self.budget_failed = False  # the run went over a budget whose policy is "fail"
         self._lock = threading.RLock()  # one transaction at a time on the one connection
         self._connection: Connection | None = None
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -214,6 +225,8 @@ class RunRecorder:
             "notebook_path": str(self.notebook_path),
             "notebook_digest": notebook_digest,
             "created_at": now,
+            # Only when set: a run recorded with migrate=False into an older store still fits.
+            **_present(owner=self.owner, team=self.team),
         }
         run_row = {
             "id": self.run_id,
@@ -228,6 +241,7 @@ class RunRecorder:
             "git_dirty": git.dirty,
             "store_url": self.store_url,
             "rerun_of": self.rerun_of,
+            **_present(owner=self.owner, team=self.team),
             **run_environment(),
         }
         task_rows = [
@@ -473,6 +487,7 @@ class RunRecorder:
             "cached": cached,
             "duration": event.get("duration"),
             "peak_memory": event.get("peak_memory"),
+            **_present(cost=event.get("cost"), cost_saved=event.get("cost_saved")),
             "ended_at": now,
         }
         if self.state.task_status.get(name) == "waiting":
@@ -509,6 +524,7 @@ class RunRecorder:
             worker=event.get("worker"),
             duration=event.get("duration"),
             peak_memory=event.get("peak_memory"),
+            **_present(cost=event.get("cost")),
             ended_at=utcnow(),
             attempt_log=self._log_attempt(name, entry),
             error=error or None,
@@ -668,6 +684,8 @@ class RunRecorder:
                     "worker": task.get("worker"),
                     "duration": task.get("duration"),
                     "peak_memory": task.get("peak_memory"),
+                    "cost": task.get("cost"),
+                    "cost_saved": task.get("cost_saved"),
                     "cache_key": task.get("cache_key"),
                     "error": error or None,
                     "error_cell_index": error.get("cell_index"),
@@ -679,21 +697,55 @@ class RunRecorder:
 
         def write(connection: Connection) -> None:
             self.state.pending_cache_keys.clear()  # the result carries every cache key
+            if rows and not any(r["cost"] or r["cost_saved"] for r in rows):
+                for row in rows:  # nothing measured (a replayed result): the columns stay out
+                    del row["cost"], row["cost_saved"]
             if rows:
                 columns = [c for c in rows[0] if c != "_id"]
                 connection.execute(self._task_update(columns), rows)
             for task in finals:  # outputs the events did not bring (normally none)
                 if task.get("outputs") and task["name"] not in self.state.produced:
                     self._record_outputs(connection, task["name"], task["outputs"])
+            cost, budget = self._run_cost(connection, finals)
             connection.execute(
-                update(runs).where(runs.c.id == self.run_id).values(parameters=self.parameters)
+                update(runs)
+                .where(runs.c.id == self.run_id)
+                .values(parameters=self.parameters, **_present(cost=cost, budget=budget))
             )
             status = str(data.get("status") or "failed")
-            self._write_end(connection, status, None, data.get("output_notebook") or None)
+            error = None
+            if budget and budget["over"] and budget["policy"] == "fail":
+                self.budget_failed = True
+                status, error = (
+                    "failed",
+                    f"over budget: spent {budget['spent']:.2f} of {budget['limit']:g}",
+                )
+            self._write_end(connection, status, error, data.get("output_notebook") or None)
 
         before = self.state.status
         self._transaction(write)
         self._committed(before)
+
+    def _run_cost(
+        self, connection: Connection, finals: list[Mapping[str, Any]]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The run's totals, what its cache hits saved, money at the stored prices, and the
+        spec's budget checked against them."""
+        cost = add_costs(t.get("cost") for t in finals)
+        saved = add_costs(t.get("cost_saved") for t in finals if t.get("cached"))
+        if not (cost or saved or self.budget):
+            return None, None
+        prices = connection.execute(
+            select(settings.c.value).where(settings.c.key == "prices")
+        ).scalar()
+        prices = dict(prices or {})
+        total: dict[str, Any] | None = None
+        if cost or saved:
+            total = dict(cost or {})
+            total["saved"] = saved
+            total["money"] = money(cost, prices)
+            total["saved_money"] = money(saved, prices)
+        return total, check_budget(self.budget, cost, money(cost, prices))
 
     # -- OpenLineage --------------------------------------------------------------------------
     def _send_openlineage(self, event: Mapping[str, Any]) -> None:
@@ -732,6 +784,11 @@ class RunRecorder:
             "store_url": self.store_url,
             "error": event.get("error"),
         }
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The values that are not None (columns newer stores have, left out when unused)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _failed_attempt(event: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,9 @@ pipelines = Table(
     Column("notebook_path", String(1024), nullable=False),
     Column("notebook_digest", String(64)),
     Column("created_at", TS, nullable=False),
+    # Who answers for this version (notebook metadata `kiln.owner`, compiler/compile/owners.py).
+    Column("owner", String(200)),
+    Column("team", String(200)),
     UniqueConstraint("spec_digest", "notebook_path"),
     Index(None, "name", "version"),
 )
@@ -92,6 +95,12 @@ runs = Table(
     Column("store_url", String(1024)),
     Column("rerun_of", hex_id(32)),
     Column("error", Text),
+    Column("owner", String(200)),
+    Column("team", String(200)),
+    # Totals of the task costs, what cache hits saved, and money where prices are set
+    # (compiler/model/costs.py); the budget the run was held to and whether it went over.
+    Column("cost", JSON),
+    Column("budget", JSON),
 )
 
 task_runs = Table(
@@ -117,6 +126,10 @@ task_runs = Table(
     Column("error_cell_id", String(100)),
     Column("error_line", Integer),
     Column("error_message", Text),
+    # Resources the task's attempts used (cpu_s, mem_gb_s, gpu_s, wall_s, bytes_written, ...);
+    # for a cache hit, `cost_saved` is the recorded cost of the computed run it replaced.
+    Column("cost", JSON),
+    Column("cost_saved", JSON),
     UniqueConstraint("run_id", "task"),  # also the index for `task@run`
 )
 
@@ -188,6 +201,12 @@ schedules = Table(
     Column("paused", Boolean, nullable=False, default=False),
     Column("created_at", TS, nullable=False),
     Column("next_due_at", TS, nullable=False, index=True),
+    # "live": runs the notebook as it is now; "promoted": runs the exported bundle below.
+    Column("mode", String(20), nullable=False, server_default="live"),
+    Column("promoted_version", String(64)),
+    Column("promoted_bundle", String(2048)),
+    Column("budget", JSON),  # {"limit": ..., "unit": ..., "policy": "flag" | "fail"}
+    Column("grace_s", Integer),  # a due time with no run this long after it is late
 )
 
 schedule_runs = Table(
@@ -211,6 +230,60 @@ schedule_runs = Table(
     Column("kiln_run_id", hex_id(32)),  # the lineage run it made (engine kiln)
     # One row per due time: the insert that claims a due time fails for a second scheduler.
     UniqueConstraint("schedule_id", "due_at"),
+)
+
+# Alert routes (compiler/lineage/alerts.py): where to tell whom, for which events. `target`
+# may hold ${ENV} placeholders: secrets are expanded at send time and never stored.
+alert_routes = Table(
+    "alert_routes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notebook_path", String(1024), index=True),  # null for a schedule's route
+    Column("schedule_name", String(200), index=True),
+    Column("kind", String(20), nullable=False),  # "email" | "webhook" | "apprise"
+    Column("target", Text, nullable=False),
+    Column("events", JSON, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("created_by", String(200)),
+)
+
+# Each alert once per (route, event, subject): a retried evaluation never sends twice, and
+# the rows are the record that rate limiting reads.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("route_id", Integer, nullable=False),
+    Column("event", String(20), nullable=False),
+    Column("subject", String(300), nullable=False),  # run id, or schedule@due time
+    Column("scope", String(1100), nullable=False),  # notebook path or schedule name
+    Column("status", String(20), nullable=False),  # "sent" | "failed" | "suppressed"
+    Column("error", Text),
+    Column("sent_at", TS, nullable=False),
+    UniqueConstraint("route_id", "event", "subject"),
+    Index(None, "route_id", "event", "scope", "sent_at"),
+)
+
+# Every promotion and rollback of a schedule's production version, with who and when.
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule_name", String(200), nullable=False, index=True),
+    Column("action", String(20), nullable=False),  # "promote" | "rollback"
+    Column("version", String(64), nullable=False),
+    Column("bundle_path", String(2048), nullable=False),
+    Column("previous_version", String(64)),
+    Column("user", String(200)),
+    Column("at", TS, nullable=False),
+)
+
+# Small documented settings (prices per CPU-hour, GB-hour, GPU-hour): key -> JSON value.
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", JSON, nullable=False),
 )
 
 RUN_STATUSES = tuple(

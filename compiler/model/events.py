@@ -95,9 +95,12 @@ class TaskEvent(_Record):
     error: Mapping[str, Any] | None = None
     reason: str | None = None
     cache_error: str | None = None  # outputs the artifact store could not take (done tasks)
+    # What the attempts used (model/costs.py); for a cache hit, what it saved.
+    cost: Mapping[str, Any] | None = None
+    cost_saved: Mapping[str, Any] | None = None
     type: str = "task"
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
-        {"attempts", "attempt_log", "error", "reason", "cache_error"}
+        {"attempts", "attempt_log", "error", "reason", "cache_error", "cost", "cost_saved"}
     )
 
 

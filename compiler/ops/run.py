@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.compile.cache import compiled_spec
+from compiler.lineage.alerts import notify_run_end
 from compiler.lineage.recorder import RunRecorder
 from compiler.lineage.store import LineageStore, open_store
 from compiler.model.diagnostics import Diagnostic
@@ -319,5 +320,9 @@ def _close_recorder(
             recorder.fail(error, status)
     finally:
         recorder.close()
+        if result is not None and recorder.budget_failed:
+            result.status = "failed"  # over a budget whose policy is "fail"
+        # Alerts read the run just written (one small query when the notebook has no route).
+        notify_run_end(recorder.store, recorder.run_id)
         if owns_store:
             recorder.store.close()

@@ -360,6 +360,8 @@ class TaskGuard:
         self.cell_started = 0.0
         self.memory_threshold = memory_threshold
         self.peak_rss = 0
+        self.rss_total = 0  # sum and count of the samples: the task's average memory
+        self.rss_samples = 0
         self.fired: type[BaseException] | None = None
         self._lock = threading.Lock()
         self._active = False
@@ -368,12 +370,21 @@ class TaskGuard:
 
     def sample(self) -> int:
         rss = _WATCHDOG.rss()
-        self.peak_rss = max(self.peak_rss, rss)
+        self._add(rss)
         return rss
+
+    def _add(self, rss: int) -> None:
+        self.peak_rss = max(self.peak_rss, rss)
+        self.rss_total += rss
+        self.rss_samples += 1
+
+    @property
+    def average_rss(self) -> int | None:
+        return self.rss_total // self.rss_samples if self.rss_samples else None
 
     def check(self, rss: int) -> None:
         """Called by the watchdog thread with a fresh RSS sample."""
-        self.peak_rss = max(self.peak_rss, rss)
+        self._add(rss)
         if self.timeout and time.monotonic() - self.started > self.timeout:
             message = f"task exceeded its timeout of {self.timeout}s"
             self._interrupt(type("TaskTimeout", (TaskTimeout,), {"message": message}))
@@ -775,6 +786,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     Raises TaskFailed (carrying the record) when a cell raises.
     """
     started = time.time()
+    cpu_started = _cpu_seconds()
     worker = _current_worker()
     address = getattr(worker, "address", None)
     memory_limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
@@ -892,6 +904,10 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "started": started,
         "duration": time.time() - started,
         "peak_memory": guard.peak_rss or None,
+        # Process CPU time: workers run one task at a time, so this is the task's (plus a
+        # little of Dask's own threads); the watchdog's 100 ms RSS samples give the average.
+        "cpu_seconds": _cpu_seconds() - cpu_started,
+        "average_memory": guard.average_rss,
         "cells": cells,
         "error": error,
         "outputs": {},
@@ -919,6 +935,12 @@ def _newly_changed(
             )
             del before[name]
     return found
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (`!cmd` cells)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from compiler.model.costs import add_costs
 from compiler.model.statuses import TaskStatus
 from compiler.runtime.results import RunResult
 
@@ -119,6 +120,8 @@ def build_output_notebook(
             "task_status": task.status,
             "cached": task.cached,
             "duration": task.duration,
+            "cost": task.cost,
+            "cost_saved": task.cost_saved,
             "artifacts": {name: info.get("digest") for name, info in task.outputs.items()},
         }
         if captured is not None:  # this cell's own outcome, within its task's
@@ -132,7 +135,14 @@ def build_output_notebook(
     if injected is not None:
         cells.insert(parameters_at + 1 if parameters_at is not None else 0, injected)
 
+    own = dict(nb.get("metadata", {}).get("kiln") or {})  # the notebook's owner, team, budget
+    owner = dict(spec.get("owner") or {})
     nb.setdefault("metadata", {})["kiln"] = {
+        **{k: own[k] for k in ("owner", "team", "budget") if own.get(k)},
+        "owner": owner.get("name") or own.get("owner"),
+        "team": owner.get("team") or own.get("team"),
+        "cost": add_costs(t.cost for t in result.tasks),
+        "cost_saved": add_costs(t.cost_saved for t in result.tasks if t.cached),
         "run_id": result.run_id,
         "pipeline": result.pipeline,
         "version": result.version,

@@ -24,6 +24,8 @@ class TaskResult:
     error: dict[str, Any] | None = None  # cell_index, cell_id, line, ename, evalue, traceback
     attempt_log: list[dict[str, Any]] = field(default_factory=list)  # each attempt, and why
     cache_note: str | None = None  # why a cache entry was not used, when it existed
+    cost: dict[str, Any] | None = None  # its attempts' resources summed (compiler/model/costs.py)
+    cost_saved: dict[str, Any] | None = None  # a cache hit: the cost of the run it replaced
 
     @property
     def ok(self) -> bool:

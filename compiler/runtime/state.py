@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.model.clock import iso_now
+from compiler.model.costs import add_costs, attempt_cost
 from compiler.model.events import CellEvent, RunEvent, TaskEvent
 from compiler.model.spec import PipelineSpec, TaskSpec
 from compiler.model.statuses import (
@@ -464,6 +465,7 @@ class RunState:
         if store_errors:
             entry["cache_error"] = store_errors
         r.attempt_log.append(entry)
+        r.cost = add_costs(e.get("cost") for e in r.attempt_log)
         digests = {n: info.get("digest") for n, info in r.outputs.items()}
         previous = (st.previous_manifest or {}).get("outputs") or {}
         st.changed = (
@@ -521,6 +523,7 @@ class RunState:
         entry["error"] = f"{error.get('ename')}: {error.get('evalue')}"
         entry["reason"] = error.get("reason")
         r.attempt_log.append(entry)
+        r.cost = add_costs(e.get("cost") for e in r.attempt_log)
         if record:
             r.worker = record.get("worker")
             r.duration = record.get("duration")
@@ -590,6 +593,7 @@ class RunState:
             r.duration = 0.0
             r.outputs = dict(manifest.get("outputs") or {})
             r.peak_memory = manifest.get("peak_memory")
+            r.cost_saved = manifest.get("cost")  # what computing it again would have cost
             st.cells = list(manifest.get("cells") or [])
             r.status = CACHED
             self._emit_task(st, CACHED)
@@ -629,6 +633,7 @@ class RunState:
         self, st: TaskState, record: Mapping[str, Any] | None, status: TaskStatus
     ) -> dict[str, Any]:
         record = record or {}
+        held = getattr(st.placement, "resources", None) or st.result.resources
         return {
             "attempt": st.result.attempts,
             "status": str(status),
@@ -637,6 +642,8 @@ class RunState:
             "peak_memory": record.get("peak_memory"),
             "memory_limit": record.get("memory_limit"),
             "resources": getattr(st.placement, "resources", None),
+            # GPU-seconds count the GPUs this attempt was placed with (else the spec's).
+            "cost": attempt_cost(record, held) if record else None,
         }
 
     def _manifest(self, st: TaskState, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -648,6 +655,7 @@ class RunState:
             "cells": st.cells,
             "duration": record.get("duration"),
             "peak_memory": record.get("peak_memory"),
+            "cost": st.result.cost,  # what a later cache hit saves
             "worker": record.get("worker"),
             "run_id": self.run_id,
             "created": iso_now(),
@@ -685,6 +693,8 @@ class RunState:
                     error=error if error is not None else (r.error if status == FAILED else None),
                     reason=reason,
                     cache_error=cache_error,
+                    cost=r.cost,
+                    cost_saved=r.cost_saved,
                 )
             )
         )

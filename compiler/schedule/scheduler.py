@@ -25,12 +25,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from compiler.compile.owners import OwnerError, read_production
+from compiler.lineage.alerts import has_route
 from compiler.lineage.run_context import process_alive, process_started_at
 from compiler.lineage.schema import schedule_runs, schedules
 from compiler.lineage.store import LineageStore
 from compiler.model.clock import utcnow
+from compiler.model.costs import parse_budget
 from compiler.model.names import SCHEDULE_NAME_MAX, is_schedule_name
 from compiler.model.validation import InvalidValue, check_cron, check_timezone
+from compiler.schedule import hooks as production_hooks
 from compiler.schedule.options import ENGINES as ENGINES
 from compiler.schedule.options import MISSED_POLICIES as MISSED_POLICIES
 
@@ -111,6 +115,11 @@ class Schedule:
     missed: str
     paused: bool
     next_due_at: dt.datetime
+    mode: str = "live"  # "live": the notebook as it is now; "promoted": the bundle below
+    promoted_version: str | None = None
+    promoted_bundle: str | None = None
+    budget: dict[str, Any] | None = None
+    grace_s: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
@@ -126,6 +135,11 @@ class Schedule:
             m["missed_policy"],
             bool(m["paused"]),
             _aware(m["next_due_at"]),
+            m["mode"] or "live",
+            m["promoted_version"],
+            m["promoted_bundle"],
+            m["budget"],
+            m["grace_s"],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,6 +153,11 @@ class Schedule:
             "missed": self.missed,
             "paused": self.paused,
             "next_due_at": self.next_due_at.isoformat(),
+            "mode": self.mode,
+            "promoted_version": self.promoted_version,
+            "promoted_bundle": self.promoted_bundle,
+            "budget": self.budget,
+            "grace_s": self.grace_s,
         }
 
 
@@ -156,6 +175,8 @@ def add_schedule(
     engine: str = "kiln",
     missed: str = "run_once",
     now: dt.datetime | None = None,
+    budget: str | None = None,
+    grace_s: int | None = None,
 ) -> Schedule:
     if not is_schedule_name(name):
         raise ScheduleError(
@@ -175,6 +196,13 @@ def add_schedule(
         raise ScheduleError(f"{notebook}: no such notebook")
     if path.suffix != ".ipynb":
         raise ScheduleError(f"{notebook}: not a notebook (a schedule runs an .ipynb file)")
+    _require_someone_to_tell(store, path, name)
+    try:
+        parsed_budget = parse_budget(budget)
+    except ValueError as exc:
+        raise ScheduleError(str(exc)) from None
+    if grace_s is not None and grace_s < 0:
+        raise ScheduleError(f"grace period {grace_s}: give seconds, 0 or more")
     now = now or utcnow()
     row = {
         "name": name,
@@ -187,12 +215,31 @@ def add_schedule(
         "paused": False,
         "created_at": now,
         "next_due_at": next_due(cron, timezone, now),
+        "mode": "live",
+        "budget": parsed_budget,
+        "grace_s": grace_s,
     }
     try:
         store.write(lambda c: c.execute(insert(schedules).values(**row)))
     except IntegrityError as exc:
         raise ScheduleExists(f"a schedule named {name!r} already exists") from exc
     return get_schedule(store, name)
+
+
+def _require_someone_to_tell(store: LineageStore, notebook: Path, name: str) -> None:
+    """A production schedule names someone: the notebook's owner, or at least an alert route."""
+    try:
+        owner = read_production(notebook)["owner"]
+    except OwnerError as exc:
+        raise ScheduleError(str(exc)) from None
+    if owner or has_route(store, notebook):
+        return
+    raise ScheduleError(
+        f"schedule {name!r}: {notebook.name} has no owner and no alert route, so nobody would "
+        f"hear when it breaks. Name one: kiln owner set {notebook.name} NAME [--team TEAM] "
+        f"(or the Owner field in the Kiln panel), or add a route: kiln alert add "
+        f"{notebook.name} --email ADDRESS"
+    )
 
 
 def get_schedule(store: LineageStore, name: str) -> Schedule:
@@ -275,6 +322,9 @@ def run_job(
     output = output_notebook_for(schedule, due)
     output.parent.mkdir(parents=True, exist_ok=True)
     notebook = Path(schedule.notebook)
+    workdir = notebook.parent  # data files, cache and lineage stay beside the live notebook
+    if schedule.mode == "promoted":
+        notebook = promoted_notebook(schedule)  # the bundle's snapshot: its code, not today's
     # Not papermill's `cwd=`: it calls os.chdir, which moves the whole process (the Jupyter
     # server's too) while other jobs run in sibling threads. The kiln engine works in the
     # notebook's folder by itself; nbclient starts the kernel in `resources.metadata.path`.
@@ -282,8 +332,10 @@ def run_job(
     if schedule.engine == "kiln":
         if dask_scheduler:
             engine_kwargs["scheduler"] = dask_scheduler
+        if workdir != notebook.parent:
+            engine_kwargs["working_dir"] = str(workdir)
     else:
-        engine_kwargs["resources"] = {"metadata": {"path": str(notebook.parent)}}
+        engine_kwargs["resources"] = {"metadata": {"path": str(workdir)}}
     record: dict[str, Any] = {"output_notebook": str(output)}
     try:
         papermill.execute_notebook(
@@ -306,6 +358,21 @@ def run_job(
         except Exception:  # an unreadable partial output: the error above says why
             pass
     return record
+
+
+def promoted_notebook(schedule: Schedule) -> Path:
+    """The notebook snapshot inside the schedule's promoted bundle (compiler/ops/promotion.py)."""
+    import json
+
+    bundle = Path(schedule.promoted_bundle or "")
+    try:
+        manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+        return bundle / str(manifest["notebook"]["file"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ScheduleError(
+            f"schedule {schedule.name!r}: its promoted bundle {bundle} is unreadable ({exc}); "
+            "promote a version again (kiln promote NOTEBOOK)"
+        ) from None
 
 
 # --- the scheduler -------------------------------------------------------------------------
@@ -348,6 +415,9 @@ class Scheduler:
         for schedule in list_schedules(self.store):
             if schedule.paused or schedule.next_due_at > now:
                 continue
+            # Before firing: a due time still unfired past its grace period means the scheduler
+            # was down (or stuck); firing it now would hide that it ran late.
+            production_hooks.schedule_due(self.store, schedule, now)
             actions += self._fire(schedule, now)
         return actions
 
@@ -487,6 +557,7 @@ class Scheduler:
             record = self.job(schedule, due)
         except BaseException as exc:  # never leave a row "running"
             record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        record = production_hooks.schedule_run_ended(self.store, schedule, due, record)
         self._close_run(run_row, record)
 
     def _close_run(self, run_row: int, record: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@ import { CommandRegistry } from '@lumino/commands';
 
 import { postKiln, requestKiln } from './api';
 import { el, formatBytes, formatDuration, linkButton, relativeTime, showValue } from './dom';
+import { costRow } from './production';
 import { PipelineModel } from './model';
 import { IArtifact, IFileRef, ILineageAnswer, ILineageRun, isFinalRun } from './types';
 
@@ -145,7 +146,7 @@ export class LineageSection {
         this._fact('version', record.version.slice(0, 8), record.version),
         this._fact('attempts', String(record.attempts ?? 0))
       );
-      body.append(facts);
+      body.append(facts, ...costRow(record));
       const parameters = Object.entries(record.parameters);
       if (parameters.length) {
         body.append(

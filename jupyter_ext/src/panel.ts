@@ -14,6 +14,7 @@ import { LineageSection } from './lineage';
 import { SchedulesSection } from './schedules';
 import { kilnIcon } from './icons';
 import { PipelineModel } from './model';
+import { ProductionSection, runCostLine } from './production';
 import { TagEditor, cellTags, writeCellTags } from './tageditor';
 import { applyTagForm, taskName } from './tags';
 import { postKiln } from './api';
@@ -67,6 +68,7 @@ export class PipelinePanel extends Widget {
     this._cellSection = el('div', 'kiln-Panel-section kiln-Panel-cell');
     this._lineage = new LineageSection(_commands);
     this.schedules = new SchedulesSection(_commands);
+    this._production = new ProductionSection();
     this._graphSection = el('div', 'kiln-Panel-section kiln-Panel-graph');
     this._diagnosticsSection = el('div', 'kiln-Panel-section kiln-Panel-diagnostics');
     this.node.append(
@@ -77,7 +79,8 @@ export class PipelinePanel extends Widget {
       this._lineage.node,
       this._graphSection,
       this._diagnosticsSection,
-      this.schedules.node
+      this.schedules.node,
+      this._production.node
     );
 
     _pipelines.currentChanged.connect(this._onCurrentChanged, this);
@@ -125,6 +128,7 @@ export class PipelinePanel extends Widget {
     this._render();
     this._onActiveCellChanged();
     this.schedules.update(model);
+    this._production.update(model);
   }
 
   /** The Schedules section (the New Schedule command opens its form). */
@@ -202,6 +206,10 @@ export class PipelinePanel extends Widget {
       section.append(line);
       const where = run.scheduler ? `on ${run.scheduler}` : 'on a local Dask cluster';
       section.append(el('div', 'kiln-Run-where', where));
+      const cost = runCostLine(run.tasks);
+      if (cost) {
+        section.append(cost);
+      }
       const links = el('div', 'kiln-Run-links');
       if (run.dashboard_proxy) {
         // Through this Jupyter server (jupyter-server-proxy): works from a remote browser and
@@ -482,6 +490,7 @@ export class PipelinePanel extends Widget {
   private _runSection: HTMLDivElement;
   private _exportSection: HTMLDivElement;
   private _lineage: LineageSection;
+  private readonly _production: ProductionSection;
   private _cellSection: HTMLDivElement;
   private _graphSection: HTMLDivElement;
   private _diagnosticsSection: HTMLDivElement;

@@ -4,6 +4,7 @@ import cronstrue from 'cronstrue';
 
 import { postKiln, requestKiln } from './api';
 import { el, linkButton, relativeTime, showValue } from './dom';
+import { scheduleVersion } from './production';
 import { PipelineModel } from './model';
 import { ISchedule, ISchedulesAnswer, IScheduleRun } from './types';
 
@@ -215,7 +216,7 @@ export class SchedulesSection {
     const parameters = Object.entries(schedule.parameters)
       .map(([k, v]) => `${k}=${showValue(v)}`)
       .join('  ');
-    facts.append(el('span', 'kiln-Schedule-engine', `engine ${schedule.engine}`));
+    facts.append(el('span', 'kiln-Schedule-engine', `engine ${schedule.engine}`), scheduleVersion(schedule));
     if (!schedule.paused) {
       const next = el('span', 'kiln-Schedule-next', `next ${relativeTime(schedule.next_due_at)}`);
       next.title = new Date(schedule.next_due_at).toLocaleString();

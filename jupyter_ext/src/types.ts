@@ -69,12 +69,26 @@ export interface ITaskError {
   evalue?: string;
 }
 
+/** What a task used (compiler/model/costs.py): CPU-s, memory GB-s, GPU-s, bytes written, ... */
+export interface ICost {
+  cpu_s?: number;
+  wall_s?: number;
+  peak_memory?: number | null;
+  average_memory?: number | null;
+  mem_gb_s?: number;
+  gpu_s?: number;
+  bytes_written?: number;
+}
+
 export interface ITaskState {
   status: TaskStatus;
   duration?: number;
   error?: ITaskError;
   attempt?: number;
   attempts?: number;
+  cost?: ICost | null;
+  /** A cache hit: the recorded cost of the run it replaced. */
+  cost_saved?: ICost | null;
 }
 
 export type RunStatus =
@@ -188,6 +202,8 @@ export interface ITaskRecord {
   inputs: { name: string; producer: string }[];
   reads: IFileRef[];
   writes: IFileRef[];
+  cost?: ICost | null;
+  cost_saved?: ICost | null;
 }
 
 export interface ILineageRun {
@@ -243,6 +259,9 @@ export interface ISchedule {
   next_due_at: string;
   state: 'active' | 'paused' | 'running';
   last_runs: IScheduleRun[];
+  /** 'live': the notebook as saved; 'promoted': the exported bundle `promoted_version`. */
+  mode?: 'live' | 'promoted';
+  promoted_version?: string | null;
 }
 
 export interface ISchedulerState {

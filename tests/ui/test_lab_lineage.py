@@ -44,7 +44,7 @@ def open_tab(page: Any, label: str) -> None:
 def test_lineage_export_and_a_scheduled_run(lab: Lab, page: Any, screenshots: Path) -> None:
     (lab.root / "data").mkdir(exist_ok=True)
     (lab.root / "data" / "in.csv").write_text("a,b\n1,2\n3,4\n")
-    make_notebook(lab.root / "wine.ipynb", CELLS)
+    make_notebook(lab.root / "wine.ipynb", CELLS, owner="Ana Lima")
     open_notebook(page, lab, "wine.ipynb")
     open_panel(page)
     page.wait_for_function(
