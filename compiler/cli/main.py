@@ -241,9 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     from compiler.cli.cluster import register as register_cluster
     from compiler.cli.doctor import register as register_doctor
     from compiler.cli.lineage import register as register_lineage
+    from compiler.cli.metrics import register as register_metrics
     from compiler.cli.schedule import register as register_schedules
 
     register_lineage(sub)
+    register_metrics(sub)
     register_schedules(sub)
     register_cluster(sub)
     register_doctor(sub)

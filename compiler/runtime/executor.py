@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compiler.runtime.cache import store_at
+from compiler.runtime.monitor import TaskMonitor
 
 # -- errors injected into the task's thread -------------------------------------------------
 
@@ -796,6 +797,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     injected = {**payload["parameters"], **inputs}
     shell = get_shell()
     fresh_namespace(shell, injected)
+    monitor = TaskMonitor(payload)  # kiln.log_metric, metric values, input profiles
 
     cells = [
         {"cell_id": c["cell_id"], "cell_index": c["cell_index"], "outputs": [], "status": "not_run"}
@@ -810,7 +812,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
     with _isolated(), _in_notebook_folder(payload):
         try:
-            with guard:
+            with guard, monitor.watching():
                 if payload.get("setup", "").strip():
                     setup_out = OutputCollector()
                     exc = _run_source(shell, payload["setup"], setup_out)
@@ -824,6 +826,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                     if error is not None:
                         break
                     current = cell
+                    monitor.in_cell(spec_cell["cell_index"])
                     collector = OutputCollector()
                     cell["outputs"] = collector.outputs
                     prefix = f"<ipython-input-{shell.execution_count}-"
@@ -869,6 +872,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                 }
             else:
                 values = {name: shell.user_ns[name] for name in payload["outputs"]}
+        monitored = monitor.collect(shell.user_ns, values) if error is None else {}
         fresh_namespace(shell, {})  # drop references so memory is freed between tasks
 
     record: dict[str, Any] = {
@@ -883,6 +887,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "cells": cells,
         "error": error,
         "outputs": {},
+        **monitored,
     }
     if error is not None:
         _log_event(worker, topic, {"kind": "failed", **record})

@@ -445,6 +445,9 @@ class RunState:
         r.outputs = dict(record.get("outputs") or {})
         r.error = None
         st.cells = list(record.get("cells") or [])
+        r.metrics = dict(record.get("metrics") or {})
+        r.metric_warnings = list(record.get("metric_warnings") or [])
+        r.profiles = dict(record.get("profiles") or {})
         # A value the store could not take (unpicklable, disk full) still flows in memory; the
         # task says so instead of being silently uncached.
         store_errors = "; ".join(
@@ -548,6 +551,8 @@ class RunState:
             r.outputs = dict(manifest.get("outputs") or {})
             r.peak_memory = manifest.get("peak_memory")
             st.cells = list(manifest.get("cells") or [])
+            r.metrics = dict(manifest.get("metrics") or {})
+            r.profiles = dict(manifest.get("profiles") or {})
             r.status = CACHED
             self._emit_task(st, CACHED)
             self._finalize(st)
@@ -608,6 +613,9 @@ class RunState:
             "worker": record.get("worker"),
             "run_id": self.run_id,
             "created": iso_now(),
+            "metrics": st.result.metrics,
+            "metric_names": list(st.spec.metrics),
+            "profiles": st.result.profiles,
         }
 
     def _emit_task(
