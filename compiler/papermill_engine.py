@@ -31,10 +31,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from papermill.engines import Engine
 from papermill.exceptions import PapermillException
 
 from compiler import papermill_contract as contract
+from compiler.runtime.notebook_output import monitoring_metadata
 
 INJECTED_TAG = contract.INJECTED_TAG
 
@@ -146,6 +148,8 @@ class KilnEngine(Engine):
                 results = contract.cell_results(json.load(f), run_nb)
             task_errors = _errors_outside_cells(run, spec or {}, run_nb, results)
         failed = contract.apply_results(nb_man, run_nb, results, started, time.time(), task_errors)
+        if run is not None and spec is not None:
+            _show_metrics_cell(nb_man, run, spec)
         if run is not None:
             nb_man.nb.metadata["kiln"] = {
                 "run_id": run.run_id,
@@ -153,9 +157,25 @@ class KilnEngine(Engine):
                 "version": run.version,
                 "status": run.status,
                 "output_notebook": run.output_notebook,
+                **monitoring_metadata(run),
             }
         if failed is not None and timeout and _timed_out(run, failed, run_nb):
             _as_nbclient_timeout(nb_man, failed, timeout)
+
+
+def _show_metrics_cell(nb_man: Any, run: Any, spec: Mapping[str, Any]) -> None:
+    """The metrics cell gets the run notebook's outputs for it (values, verdicts, and a
+    CheckFailed error when a check failed, so that papermill raises as for a failed cell)."""
+    where = (spec.get("metrics_cell") or {}).get("cell_id")
+    if not where or not run.output_notebook:
+        return
+    with open(run.output_notebook, encoding="utf-8") as f:
+        ran = next((c for c in json.load(f)["cells"] if c.get("id") == where), None)
+    cell = next((c for c in nb_man.nb.cells if c.get("id") == where), None)
+    if ran is None or cell is None:
+        return
+    cell.outputs = nbformat.from_dict(ran.get("outputs") or [])
+    cell.metadata["kiln"] = ran.get("metadata", {}).get("kiln", {})
 
 
 def _run(

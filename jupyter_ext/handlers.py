@@ -11,6 +11,7 @@ Errors are `{"message": ...}` with a 4xx status (jupyter_server's APIHandler wri
     GET  /kiln/runs[?path=P]                                  -> {runs: [...]} newest first
     POST /kiln/runs/<id>/cancel                               -> 202 the run (cancelling)
     GET  /kiln/lineage?path=P[&task=T&limit=N&lineage_db=URL] -> {runs: [...]} from the lineage DB
+    GET  /kiln/metrics?path=P[&limit=N&lineage_db=URL]        -> {metrics, runs, baseline}
     POST /kiln/outputs        {"path": P, "run_id": R} | {"path": P, "schedule": S, "run": N}
                                                               -> {path}: an openable notebook
     GET  /kiln/outputs/html?path=P[&theme=dark]               -> {path, html}: a read-only view
@@ -668,6 +669,9 @@ class ScheduleRunsHandler(ScheduleBase):
 
 
 def setup_handlers(server_app: Any) -> None:
+    # Here, not at the top: jupyter_ext/metrics.py subclasses this module's KilnHandler.
+    from jupyter_ext.metrics import MetricsHandler
+
     web_app = server_app.web_app
     root_dir = server_app.contents_manager.root_dir
     web_app.settings.setdefault("kiln_run_manager", RunManager(root_dir))
@@ -689,6 +693,7 @@ def setup_handlers(server_app: Any) -> None:
         (url_path_join(schedule, "pause"), SchedulePauseHandler),
         (url_path_join(schedule, "resume"), ScheduleResumeHandler),
         (url_path_join(schedule, "runs"), ScheduleRunsHandler),
+        (url_path_join(base, "metrics"), MetricsHandler),
     ]
     from .production import production_routes  # it imports this module's KilnHandler
 

@@ -110,6 +110,7 @@ class RunRecord:
                 status = data.get("status")
                 kept = (RunStatus.SUCCEEDED, RunStatus.CANCELLED)
                 self.status = RunStatus(status) if status in kept else RunStatus.FAILED
+                self.error = data.get("error") or self.error  # a failed check says which
                 self.dashboard = data.get("dashboard") or self.dashboard
                 for task in data.get("tasks", []):
                     state = self.tasks.setdefault(task["name"], {})

@@ -171,14 +171,15 @@ def test_kale_tags_compile_without_retagging():
     assert result.ok, [d.render() for d in result.diagnostics]
     spec = result.spec
     tasks = tasks_of(spec)
-    assert list(tasks) == ["loaddata", "transform", "train-model", "pipeline-metrics"]
+    # Kale's pipeline-metrics cell names metrics; it is not a step (Kale does not make it one).
+    assert list(tasks) == ["loaddata", "transform", "train-model"]
+    assert spec["metrics"] == [{"name": "peak", "task": "train-model", "source": "cell"}]
     assert spec["parameters"] == {"factor": 3, "n": 5}
     assert tasks["transform"]["upstream"] == ["loaddata"]
     assert tasks["transform"]["resources"] == {"gpu": 1}
     assert tasks["train-model"]["resources"] == {"memory": 2 * 1024**3}
     assert tasks["transform"]["parameters"] == ["factor"]
     assert "def scale(x, factor):" in tasks["transform"]["setup"]
-    assert tasks["pipeline-metrics"]["inputs"] == {"peak": "train-model"}
     assert all("data.head()" not in c["source"] for t in spec["tasks"] for c in t["code"])
 
 

@@ -126,6 +126,16 @@ def _mark_interrupted(store: LineageStore) -> None:
         pass
 
 
+def _mark_flagged(store: LineageStore, listed: list[dict[str, Any]]) -> None:
+    """`flagged` on each run: succeeded, but a warn: check failed or an input drifted."""
+    from compiler.lineage.metrics import flagged_runs
+
+    with store.reading() as connection:
+        flagged = flagged_runs(connection, [r["run_id"] for r in listed])
+    for run in listed:
+        run["flagged"] = run["run_id"] in flagged
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=repr))
 
@@ -147,6 +157,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     with store:
         _mark_interrupted(store)
         listed = list_runs(store, notebook=args.notebook, limit=args.limit)
+        _mark_flagged(store, listed)
     if args.json:
         _print_json(listed)
         return EXIT_OK
@@ -162,7 +173,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             (
                 run["run_id"],
                 _when(run["started_at"]),
-                run["status"] + (" (over budget)" if over else ""),
+                run["status"]
+                + ("·flagged" if run.get("flagged") else "")
+                + (" (over budget)" if over else ""),
                 run.get("owner") or "-",
                 run["pipeline"],
                 run["version"][:SHORT],
@@ -183,6 +196,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as store:
         _mark_interrupted(store)
         run = show_run(store, args.run)
+        _mark_flagged(store, [run])
     if args.json:
         _print_json(run)
     else:
@@ -191,7 +205,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def render_run(run: Mapping[str, Any]) -> str:
-    lines = [f"run {run['run_id']}  {run['status']}"]
+    flagged = "·flagged" if run.get("flagged") else ""
+    lines = [f"run {run['run_id']}  {run['status']}{flagged}"]
     if run.get("rerun_of"):
         lines.append(f"  rerun of    {run['rerun_of']}")
     pipeline = run["pipeline"]
@@ -415,10 +430,12 @@ def _tree_lines(
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from compiler.lineage.metrics import metrics_diff
     from compiler.lineage.queries import diff_runs
 
     with _open(args) as store:
         diff = diff_runs(store, args.run_a, args.run_b)
+        diff.update(metrics_diff(store, diff["run_a"], diff["run_b"]))
     if args.json:
         _print_json(diff)
     else:
@@ -457,7 +474,32 @@ def render_diff(diff: Mapping[str, Any]) -> str:
             lines.append(f"  {_rel(f['path'], notebook)}  {_short(f['a'])} -> {_short(f['b'])}")
     else:
         lines.append("outputs that differ: none")
+    lines += render_metrics_diff(diff)
     return "\n".join(lines)
+
+
+def render_metrics_diff(diff: Mapping[str, Any]) -> list[str]:
+    """The metrics and input drift part of `kiln diff` (lineage/metrics.metrics_diff)."""
+    lines: list[str] = []
+
+    def shown(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else _value(v)
+
+    changes = [
+        f"{m['name']}: {shown(m['a'])} -> {shown(m['b'])}"
+        for m in diff.get("metrics") or []
+        if m["a"] != m["b"]
+    ]
+    if diff.get("metrics"):
+        lines.append(f"metrics: {'; '.join(changes) or 'unchanged'}")
+    drifted = [d for d in diff.get("drift") or [] if d["drifted"]]
+    if diff.get("drift"):
+        inputs = []
+        for d in drifted:
+            columns = ", ".join(f"{c} {d['scores'][c]:.3g}" for c in d["drifted"][:5])
+            inputs.append(f"{d['input']} ({columns})")
+        lines.append(f"inputs drifted: {'; '.join(inputs) or 'none'}")
+    return lines
 
 
 # -- rerun --------------------------------------------------------------------------------------

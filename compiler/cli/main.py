@@ -241,11 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     from compiler.cli.cluster import register as register_cluster
     from compiler.cli.doctor import register as register_doctor
     from compiler.cli.lineage import register as register_lineage
+    from compiler.cli.metrics import register as register_metrics
     from compiler.cli.production import register as register_production
     from compiler.cli.schedule import register as register_schedules
     from compiler.cli.verify import register as register_verify
 
     register_lineage(sub)
+    register_metrics(sub)
     register_schedules(sub)
     register_cluster(sub)
     register_production(sub)

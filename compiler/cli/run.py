@@ -206,6 +206,21 @@ def _print_failures(result: RunResult, stream: TextIO) -> None:
                 print(chunk.rstrip("\n"), file=stream)
 
 
+def _print_monitoring(result: RunResult, stream: TextIO) -> None:
+    """Metric warnings, then every verdict that did not pass (checks first: they fail the run)."""
+    for task in result.tasks:
+        for warning in task.metric_warnings:
+            print(f"kiln: warning: {warning}", file=stream)
+    if result.metrics:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:8])
+        more = len(result.metrics) - 8
+        print(f"kiln: metrics: {shown}" + (f" and {more} more" if more > 0 else ""), file=stream)
+    order = {"check": 0, "warn": 1, "drift": 2}
+    for v in sorted(result.verdicts, key=lambda v: order.get(v["kind"], 3)):
+        if not v["passed"]:
+            print(f"kiln: {v['message']}", file=stream)
+
+
 def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path: Any) -> int:
     """Run a compiled spec as `kiln run` does (through compiler.ops.run); the exit code."""
     try:
@@ -248,11 +263,13 @@ def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path
         print(f"kiln: the run could not start: {exc}", file=sys.stderr)
         return EXIT_NOT_STARTED
     _print_failures(result, sys.stderr)
+    _print_monitoring(result, sys.stderr)
     if args.json:
         print(json.dumps(summary_json(result), indent=2, default=repr))
     else:
         print(summary_table(result))
-        print(f"\nrun {result.run_id}: {result.status}")
+        flag = " · flagged" if result.flagged else ""
+        print(f"\nrun {result.run_id}: {result.status}{flag}")
         if result.output_notebook:
             print(f"output notebook: {os.path.relpath(result.output_notebook)}")
     if result.lineage_error:

@@ -21,8 +21,17 @@ from compiler.compile.analysis import (
     analyse_cell,
 )
 from compiler.compile.effects import call_effects
+from compiler.compile.metrics import Monitoring, pipeline_monitoring
 from compiler.compile.notebook import Cell, Notebook
-from compiler.compile.tags import PARAMETERS, SETUP, SKIP, CellTags, parse_cell_tags, python_name
+from compiler.compile.tags import (
+    METRICS,
+    PARAMETERS,
+    SETUP,
+    SKIP,
+    CellTags,
+    parse_cell_tags,
+    python_name,
+)
 from compiler.model.diagnostics import Diagnostic
 from compiler.model.hashing import short_digest
 from compiler.model.validation import task_name_from
@@ -80,6 +89,7 @@ class Pipeline:
     version: str = ""
     # Setup code that parameter defaults computed at run time read (`import datetime`, ...).
     parameters_setup: str = ""
+    monitoring: Monitoring = field(default_factory=Monitoring)  # metrics, checks, drift
 
     @property
     def computed_parameters(self) -> list[str]:
@@ -141,7 +151,7 @@ def group_cells(notebook: Notebook) -> tuple[list[_Unit], list[Diagnostic]]:
     current: Task | None = None
     seen_names: dict[str, tuple[Cell, str]] = {}
     for cell, tags in tagged:
-        if tags.role == SKIP:
+        if tags.role in (SKIP, METRICS):  # the metrics cell is read by metrics.py, not run
             continue
         if not cell.source.strip() and not tags.task:
             continue  # an empty cell that names a task still starts it
@@ -1024,6 +1034,8 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
         )
         ordered = tasks
     diagnostics += setup_hazards(units)
+    monitoring, monitor_diagnostics = pipeline_monitoring(notebook, ordered)
+    diagnostics += monitor_diagnostics
     version = assign_versions(ordered, params)
     return Pipeline(
         notebook.name,
@@ -1034,6 +1046,7 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
         _sorted(diagnostics),
         version,
         parameters_setup(units) if any(not p.literal for p in params) else "",
+        monitoring,
     )
 
 

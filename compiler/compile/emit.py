@@ -60,10 +60,10 @@ def imported_modules(python_sources: list[str]) -> list[str]:
     return list(seen)
 
 
-def task_spec(task: Task) -> dict[str, Any]:
+def task_spec(task: Task, metrics: list[str] | None = None) -> dict[str, Any]:
     policy = task_policy(task)
     setup = "\n".join(st.statement.source for st in task.setup)
-    return {
+    spec = {
         "name": task.name,
         "version": task.version,
         "upstream": list(task.upstream),
@@ -85,6 +85,9 @@ def task_spec(task: Task) -> dict[str, Any]:
             [st.statement.source for st in task.setup] + [a.python for a in task.cells]
         ),
     }
+    if metrics:  # names the metrics cell reads from this task: reported when it finishes
+        spec["metrics"] = list(metrics)
+    return spec
 
 
 def pipeline_spec(pipeline: Pipeline) -> dict[str, Any]:
@@ -98,9 +101,21 @@ def pipeline_spec(pipeline: Pipeline) -> dict[str, Any]:
         "parameters_source": pipeline.parameters_source,
         "computed_parameters": pipeline.computed_parameters,
         "parameters_setup": pipeline.parameters_setup,
-        "tasks": [task_spec(t) for t in pipeline.tasks],
+        "tasks": [
+            task_spec(t, pipeline.monitoring.task_metrics.get(t.name)) for t in pipeline.tasks
+        ],
+        **monitoring_spec(pipeline),
         **production_metadata(pipeline.notebook.node),
     }
+
+
+def monitoring_spec(pipeline: Pipeline) -> dict[str, Any]:
+    """`metrics`, `checks`, `drift`, `metrics_cell`: only when the notebook declares any, so
+    notebooks without them keep their spec (and its digest) as before."""
+    monitoring = pipeline.monitoring
+    if not (monitoring.metrics or monitoring.checks or monitoring.drift):
+        return {}
+    return monitoring.to_spec()
 
 
 def production_metadata(node: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def python_name(task_name: str) -> str:
 SETUP = "setup"
 PARAMETERS = "parameters"
 SKIP = "skip"
+METRICS = "metrics"  # names the pipeline's metrics; not a task (compiler/metrics.py)
 
 _ROLE_TAGS = {
     "setup": SETUP,
@@ -41,6 +42,8 @@ _ROLE_TAGS = {
     "parameters": PARAMETERS,  # papermill
     "pipeline-parameters": PARAMETERS,  # Kale
     "skip": SKIP,
+    "metrics": METRICS,
+    "pipeline-metrics": METRICS,  # Kale
 }
 _TASK_PREFIXES = ("task:", "step:", "block:")  # block: is Kale's older spelling of step:
 _AFTER_PREFIXES = ("after:", "prev:")
@@ -53,6 +56,8 @@ _FOREIGN_TAGS = {
     "raises-exception",
 }
 _FOREIGN_PREFIXES = ("annotation:", "label:")
+# Read by compiler/metrics.py, which reports their problems with the cell.
+_MONITOR_PREFIXES = ("check:", "warn:", "drift:")
 
 _UNITS = {
     "": 1,
@@ -191,10 +196,9 @@ def parse_cell_tags(cell: Cell) -> CellTags:
                     problem(tag, f"conflicting tags: the cell is already {role!r}; keep one")
                     continue
                 role = _ROLE_TAGS[low]
-            elif low == "pipeline-metrics":
-                # Kale's metrics cell: a final task that reports the pipeline's metrics.
-                metrics = True
-                task = task or "pipeline-metrics"
+                metrics = metrics or role == METRICS
+            elif low.startswith(_MONITOR_PREFIXES):
+                pass
             elif low.startswith(_TASK_PREFIXES):
                 name = tag.split(":", 1)[1].strip()
                 if not name and not low.startswith("task:"):

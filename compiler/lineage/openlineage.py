@@ -43,6 +43,8 @@ ERROR_FACET_URL = (
     "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet"
 )
 KILN_FACET_URL = "https://kiln.dev/schema/openlineage/KilnRunFacet.json"
+# A run's metrics and check/drift verdicts, on the pipeline run's COMPLETE/FAIL event.
+KILN_METRICS_FACET_URL = "https://kiln.dev/schema/openlineage/KilnMetricsRunFacet.json"
 _UUID_NAMESPACE = uuid.UUID("6b696c6e-0000-4000-8000-6c696e656167")  # fixed: stable run UUIDs
 # Task statuses that map onto OpenLineage run states; the others (waiting, retrying) are
 # Kiln-internal and send nothing.
@@ -126,6 +128,8 @@ class OpenLineageEmitter:
     def run_ended(self, run: Mapping[str, Any], status: str, error: str | None) -> None:
         event_type = RUN_EVENT_TYPES.get(status, "OTHER")
         run_part = self._pipeline_run(run)
+        if run.get("monitoring"):
+            run_part["facets"]["kilnMetrics"] = _facet(KILN_METRICS_FACET_URL, **run["monitoring"])
         if error:
             run_part["facets"]["errorMessage"] = _facet(
                 ERROR_FACET_URL, message=error, programmingLanguage="python"

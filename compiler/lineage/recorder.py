@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from compiler.lineage.metrics import load_baseline, monitoring_summary, record_monitoring
 from compiler.lineage.openlineage import OpenLineageEmitter, emitter_from_env
 from compiler.lineage.run_context import file_digest, git_state, run_environment
 from compiler.lineage.schema import (
@@ -155,6 +156,7 @@ class RunRecorder:
             log.warning("kiln: the notebook's budget is ignored: %s", exc)
             self.budget = None
         self.budget_failed = False  # the run went over a budget whose policy is "fail"
+        self.monitoring: dict[str, Any] | None = None  # metrics and verdicts, once judged
         self._lock = threading.RLock()  # one transaction at a time on the one connection
         self._connection: Connection | None = None
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -415,7 +417,10 @@ class RunRecorder:
                     values["parameters"] = self.parameters
                 connection.execute(update(runs).where(runs.c.id == self.run_id).values(values))
             elif status in ("succeeded", "failed", "cancelled"):
-                self._write_end(connection, str(status), None, event.get("output_notebook"))
+                self.monitoring = monitoring_summary(event)  # for OpenLineage's run event
+                self._write_end(
+                    connection, str(status), event.get("error"), event.get("output_notebook")
+                )
             return
         name = str(event.get("task"))
         if event.get("type") != "task" or name not in self.task_run_ids:
@@ -712,8 +717,9 @@ class RunRecorder:
                 .where(runs.c.id == self.run_id)
                 .values(parameters=self.parameters, **_present(cost=cost, budget=budget))
             )
+            record_monitoring(connection, self.run_id, data)
             status = str(data.get("status") or "failed")
-            error = None
+            error = data.get("error")
             if budget and budget["over"] and budget["policy"] == "fail":
                 self.budget_failed = True
                 status, error = (
@@ -762,7 +768,18 @@ class RunRecorder:
             "version": str(self.spec.get("version", "")),
             "notebook_path": str(self.notebook_path),
             "parameters": self.parameters,
+            "monitoring": self.monitoring,
         }
+
+    def baseline(self) -> dict[str, Any] | None:
+        """What this run's relative checks and drift are judged against (lineage/metrics.py):
+        {run_id, pinned, metrics, profiles}, or None for a notebook's first run."""
+        try:
+            with self.store.reading() as connection:
+                return load_baseline(connection, str(self.notebook_path), exclude=self.run_id)
+        except Exception as exc:  # a run is not stopped by a baseline it cannot read
+            log.warning("kiln: no baseline for run %s: %s", self.run_id, exc)
+            return None
 
     def _ol_task(self, name: str, event: Mapping[str, Any], status: str) -> dict[str, Any]:
         task = self.tasks[name]

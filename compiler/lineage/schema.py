@@ -290,3 +290,72 @@ RUN_STATUSES = tuple(
     str(s)
     for s in (RunStatus.RUNNING, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.INTERRUPTED)
 )
+
+# -- metrics, checks and input drift (migration 0005; compiler/lineage/metrics.py) -------------
+
+# How a run with metrics or verdicts was judged: flagged (succeeded, but a warn failed or an
+# input drifted) and the baseline run its relative checks and drift were compared with. A table
+# of its own rather than columns of `runs`, so that code reading `runs` works on stores at
+# every revision.
+run_outcomes = Table(
+    "run_outcomes",
+    metadata,
+    Column("run_id", hex_id(32), ForeignKey("runs.id"), primary_key=True),
+    Column("flagged", Boolean, nullable=False),
+    Column("baseline_run", hex_id(32)),
+)
+
+# One row per metric value of a run (flattened names: scores.logreg.f1). Booleans are stored as
+# 0/1 with is_bool set, so that one numeric column serves charts and comparisons.
+run_metrics = Table(
+    "run_metrics",
+    metadata,
+    Column("run_id", hex_id(32), ForeignKey("runs.id"), primary_key=True),
+    Column("name", String(300), primary_key=True),
+    Column("task", String(200)),
+    Column("value", Float, nullable=False),
+    Column("is_bool", Boolean, nullable=False, default=False),
+)
+
+# What the run was judged on: each check:/warn: condition and each profiled input's drift.
+run_verdicts = Table(
+    "run_verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", hex_id(32), ForeignKey("runs.id"), nullable=False, index=True),
+    Column("kind", String(10), nullable=False),  # "check" | "warn" | "drift"
+    Column("subject", String(1024), nullable=False),  # the metric, or the input's key
+    Column("passed", Boolean, nullable=False),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("baseline_value", Float),
+    Column("baseline_run", hex_id(32)),
+    Column("tag", String(300)),  # as written: check:accuracy>=0.8
+    Column("message", Text),
+    # Drift only: the drifted columns (read by `kiln metrics`), and every column's score and
+    # test (read by `kiln drift`; not by the history, whose cost grows with the runs shown).
+    Column("drifted_columns", JSON),
+    Column("details", JSON),
+)
+
+# The small per-column profile of each tabular input (see compiler/runtime/profile.py).
+input_profiles = Table(
+    "input_profiles",
+    metadata,
+    Column("run_id", hex_id(32), ForeignKey("runs.id"), primary_key=True),
+    Column("input_key", String(1024), primary_key=True),  # TASK.NAME, or a file's path
+    Column("task", String(200)),
+    Column("source", String(10)),  # "artifact" | "file"
+    Column("rows", BigInteger),
+    Column("profile", JSON, nullable=False),
+)
+
+# `kiln baseline set RUN`: the run a notebook's later runs are compared with, instead of the
+# last succeeded one.
+baselines = Table(
+    "baselines",
+    metadata,
+    Column("notebook_path", String(1024), primary_key=True),
+    Column("run_id", hex_id(32), ForeignKey("runs.id"), nullable=False),
+    Column("set_at", TS, nullable=False),
+)

@@ -28,7 +28,7 @@ from compiler.model.validation import finite_or_text
 
 # The newest migration; a test checks it against the migrations folder. Comparing with a
 # constant spares every `kiln` command the cost of loading Alembic's script directory.
-HEAD_REVISION = "0005_production"
+HEAD_REVISION = "0006_run_metrics"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Any fixed number: serializes concurrent first-time migrations on PostgreSQL.

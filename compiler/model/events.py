@@ -67,9 +67,24 @@ class RunEvent(_Record):
     scheduler_address: str | None = None  # where the run's tasks went; on 'started'
     output_notebook: str | None = None  # on the final event
     parameters: Mapping[str, Any] | None = None  # on 'started': every value, computed ones too
+    # On the final event of a run that has metrics or verdicts (compiler/runtime/judge.py):
+    error: str | None = None  # why a run whose tasks all succeeded failed (a check)
+    flagged: bool | None = None  # succeeded, but a warn failed or an input drifted
+    metrics: Mapping[str, Any] | None = None
+    verdicts: list[dict[str, Any]] | None = None
+    baseline_run: str | None = None
     type: str = "run"
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
-        {"scheduler_address", "output_notebook", "parameters"}
+        {
+            "scheduler_address",
+            "output_notebook",
+            "parameters",
+            "error",
+            "flagged",
+            "metrics",
+            "verdicts",
+            "baseline_run",
+        }
     )
 
 

@@ -42,6 +42,7 @@ class TaskSpec:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     imports: tuple[str, ...]
+    metrics: tuple[str, ...] = ()  # names the metrics cell reads from this task (optional)
 
     @classmethod
     def from_dict(cls, task: Mapping[str, Any]) -> TaskSpec:
@@ -67,6 +68,7 @@ class TaskSpec:
                 reads=tuple(task["datasets"]["reads"]),
                 writes=tuple(task["datasets"]["writes"]),
                 imports=tuple(task["imports"]),
+                metrics=tuple(task.get("metrics") or ()),
             )
         except KeyError as missing:
             raise SpecError(f"task {name!r} of the spec has no field {missing}") from None

@@ -184,6 +184,13 @@ def run_spec(
         else None
     )
     owns_store = lineage_store is None
+
+    def baseline() -> Mapping[str, Any] | None:
+        """What relative checks and input drift are judged against: the notebook's pinned or
+        last succeeded run (lineage/metrics.py), read from the recorder once it is open."""
+        opened = opening.wait() if opening is not None else None
+        return opened.baseline() if opened is not None else None
+
     everyone: list[Listener] = [*([on_event] if on_event else []), *listeners]
     if opening is not None:
         everyone.append(opening)
@@ -206,6 +213,7 @@ def run_spec(
             notebook_json=notebook_json,
             cell_events=cell_events,
             cell_timeout=cell_timeout,
+            baseline=baseline,
         )
     except BaseException as exc:
         recorder = opening.wait() if opening is not None else None

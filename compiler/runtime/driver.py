@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ from compiler.runtime.executor import (
     exit_worker_process,
     kill_worker_from_nanny,
 )
+from compiler.runtime.judge import judge_run, monitoring_fields, prefetch_statistics
+from compiler.runtime.monitor import monitor_payload
 from compiler.runtime.parameters import resolve_parameters
 from compiler.runtime.plan import plan_run, task_payload
 from compiler.runtime.results import RunResult
@@ -103,6 +105,7 @@ class Driver:
         notebook_json: Mapping[str, Any] | None = None,
         cell_events: bool = False,
         cell_timeout: float | None = None,
+        baseline: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None,
     ):
         self.spec = spec
         # Set from another thread (the server's Cancel); the loop feeds CancelRun to the state.
@@ -110,6 +113,9 @@ class Driver:
         self.notebook = notebook_json  # compiled content that is not the file on disk, or None
         self.cell_events = cell_events or bool(cell_timeout)
         self.cell_timeout = cell_timeout
+        # {run_id, metrics, profiles}: what checks and input drift are judged against, or a
+        # function that gives it when the tasks are over (the lineage store opens meanwhile)
+        self.baseline = baseline
         self.notebook_path = notebook_path
         self.working_dir = working_dir
         # Relative paths, the cache and the output notebook: the notebook's folder by default.
@@ -140,6 +146,11 @@ class Driver:
     # -- the run, top to bottom -------------------------------------------------------------------
     def execute(self) -> RunResult:
         self._snapshot_notebook()
+        if callable(self.baseline) or self.baseline is None:
+            if self.spec.raw.get("metrics") or self.spec.raw.get("drift"):
+                prefetch_statistics({"profiles": True})  # a monitored notebook: likely needed
+        else:
+            prefetch_statistics(self.baseline)
         try:
             if self.computed_parameters:
                 self._compute_parameters()
@@ -318,6 +329,7 @@ class Driver:
             cell_timeout=self.cell_timeout,
             cell_events=self.cell_events,
         )
+        payload.update(monitor_payload(self.spec.raw, task))
         placement: Placement = self.state.placement(task.name) or Placement()
         self.futures[task.name] = self.session.client.submit(
             execute_task,
@@ -516,6 +528,8 @@ class Driver:
         result = self.state.result(
             parameters=self.parameters, dashboard=dashboard, store_url=self.store.url
         )
+        baseline = self.baseline() if callable(self.baseline) else self.baseline
+        judge_run(result, self.spec.raw, baseline)  # checks and drift: may fail the run
         path = self.output_notebook or (
             self.notebook_dir / ".kiln" / "runs" / self.run_id / self.notebook_path.name
         )
@@ -534,6 +548,7 @@ class Driver:
                 status=RunStatus(result.status),
                 dashboard=dashboard,
                 output_notebook=result.output_notebook,
+                **monitoring_fields(result),
             )
         )
         return result
@@ -559,6 +574,7 @@ def run_pipeline(
     notebook_json: Mapping[str, Any] | None = None,
     cell_events: bool = False,
     cell_timeout: float | None = None,
+    baseline: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> RunResult:
     """Run a compiled pipeline spec on Dask and write its output notebook.
 
@@ -580,6 +596,9 @@ def run_pipeline(
     `notebook_path` (the output notebook is built from it, cell for cell). `cell_events`:
     listeners also get a CellEvent as each cell starts and ends (a scheduler message each);
     `cell_timeout`: a limit in seconds on each cell (papermill's --execution-timeout).
+    `baseline` ({run_id, metrics, profiles}, see lineage.metrics.load_baseline) is what the
+    spec's relative checks and input drift are judged against (none: relative checks are not
+    judged, drift not scored).
     """
     typed = PipelineSpec.from_dict(spec)
     notebook = Path(notebook_path).resolve()
@@ -621,5 +640,6 @@ def run_pipeline(
         notebook_json=notebook_json,
         cell_events=cell_events,
         cell_timeout=cell_timeout,
+        baseline=baseline,
     )
     return driver.execute()

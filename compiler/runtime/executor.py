@@ -28,6 +28,7 @@ from typing import Any
 
 from compiler.runtime.cache import store_at
 from compiler.runtime.digest import digests, value_digest
+from compiler.runtime.monitor import TaskMonitor
 from compiler.runtime.rebind import bind_to_namespace
 
 # -- errors injected into the task's thread -------------------------------------------------
@@ -810,6 +811,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     injected = {**payload["parameters"], **inputs}
     shell = get_shell()
     fresh_namespace(shell, injected)
+    monitor = TaskMonitor(payload)  # kiln.log_metric, metric values, input profiles
 
     cells = [
         {"cell_id": c["cell_id"], "cell_index": c["cell_index"], "outputs": [], "status": "not_run"}
@@ -825,7 +827,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     changed_inputs: list[dict[str, Any]] = []  # received values changed in place, where
     with _isolated(), _in_notebook_folder(payload):
         try:
-            with guard:
+            with guard, monitor.watching():
                 if payload.get("setup", "").strip():
                     setup_out = OutputCollector()
                     exc = _run_source(shell, payload["setup"], setup_out)
@@ -846,6 +848,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                     if current is not None and current.get("status") == "ok":
                         changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
                     current = cell
+                    monitor.in_cell(spec_cell["cell_index"])
                     collector = OutputCollector()
                     cell["outputs"] = collector.outputs
                     prefix = f"<ipython-input-{shell.execution_count}-"
@@ -893,6 +896,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                 }
             else:
                 values = {name: shell.user_ns[name] for name in payload["outputs"]}
+        monitored = monitor.collect(shell.user_ns, values) if error is None else {}
         fresh_namespace(shell, {})  # drop references so memory is freed between tasks
 
     record: dict[str, Any] = {
@@ -912,6 +916,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "error": error,
         "outputs": {},
         "changed_inputs": changed_inputs,
+        **monitored,
     }
     if error is not None:
         _log_event(worker, topic, {"kind": "failed", **record})

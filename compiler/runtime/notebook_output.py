@@ -21,6 +21,7 @@ from typing import Any
 
 from compiler.model.costs import add_costs
 from compiler.model.statuses import TaskStatus
+from compiler.runtime.judge import verdict_summary
 from compiler.runtime.results import RunResult
 
 
@@ -129,6 +130,7 @@ def build_output_notebook(
                 k: captured.get(k) for k in ("status", "started", "duration")
             }
 
+    fill_metrics_cell(cells, spec, result)
     injected = _injected_parameters_cell(
         result.parameters, spec.get("parameters") or {}, _has_cell_ids(nb)
     )
@@ -150,8 +152,54 @@ def build_output_notebook(
         "parameters": result.parameters,
         "started": result.started,
         "finished": result.finished,
+        **monitoring_metadata(result),
     }
     return nb
+
+
+def fill_metrics_cell(cells: list[Any], spec: Mapping[str, Any], result: RunResult) -> None:
+    """The metrics cell shows the run's metrics and verdicts; a failed check is an error output
+    there, so papermill (which raises on error outputs) fails the run too."""
+    where = spec.get("metrics_cell") or {}
+    cell = next((c for c in cells if c.get("id") == where.get("cell_id")), None)
+    if cell is None or cell.get("cell_type") != "code":
+        return
+    width = max((len(n) for n in result.metrics), default=0)
+    lines = [f"{name.ljust(width)}  {value!r}" for name, value in result.metrics.items()]
+    lines += [v["message"] for v in result.verdicts if v.get("message")]
+    outputs: list[dict[str, Any]] = []
+    if lines:
+        outputs.append({"output_type": "stream", "name": "stdout", "text": "\n".join(lines) + "\n"})
+    failed = [v["message"] for v in result.verdicts if v["kind"] == "check" and not v["passed"]]
+    if failed:
+        outputs.append(
+            {
+                "output_type": "error",
+                "ename": "CheckFailed",
+                "evalue": "; ".join(failed),
+                "traceback": [f"CheckFailed: {m}" for m in failed],
+            }
+        )
+    cell["outputs"] = outputs
+    cell.setdefault("metadata", {})["kiln"] = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "metrics_cell": True,
+        **monitoring_metadata(result),
+    }
+
+
+def monitoring_metadata(result: RunResult) -> dict[str, Any]:
+    """Metrics and verdicts for `metadata.kiln` (profiles stay in the lineage store)."""
+    if not (result.metrics or result.verdicts):
+        return {}
+    return {
+        "metrics": result.metrics,
+        "flagged": result.flagged,
+        "baseline_run": result.baseline_run,
+        "verdicts": [verdict_summary(v) for v in result.verdicts],
+        "error": result.error,
+    }
 
 
 def read_notebook_json(path: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from compiler.runtime.cache import (
     dataset_digests,
     local_module_digests,
 )
+from compiler.runtime.monitor import manifest_has_metrics
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,12 @@ def plan_run(
     for task in spec.tasks:
         previous = store.read_manifest(keys[task.name]) if use_cache else None
         hit, note = None, None
-        if previous is not None and task.cache and task.name not in forced:
+        if (
+            previous is not None
+            and task.cache
+            and task.name not in forced
+            and manifest_has_metrics(previous, task)
+        ):
             damaged = store.damaged_artifacts(previous)
             # A task run for its side effect (a report file) runs again once that file is gone.
             gone = changed_written_files(previous, notebook_dir)

@@ -26,6 +26,9 @@ class TaskResult:
     cache_note: str | None = None  # why a cache entry was not used, when it existed
     cost: dict[str, Any] | None = None  # its attempts' resources summed (compiler/model/costs.py)
     cost_saved: dict[str, Any] | None = None  # a cache hit: the cost of the run it replaced
+    metrics: dict[str, Any] = field(default_factory=dict)  # flat name -> number or bool
+    metric_warnings: list[str] = field(default_factory=list)  # values that were not recorded
+    profiles: dict[str, Any] = field(default_factory=dict)  # input key -> column profile
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,12 @@ class RunResult:
     # Why the run's lineage was not (or not fully) recorded; None when it was. Never a mere
     # warning: `kiln run` fails with it.
     lineage_error: str | None = None
+    # Filled by judge.judge_run when the tasks are over:
+    metrics: dict[str, Any] = field(default_factory=dict)  # every task's, flat
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # checks, warns, drift
+    flagged: bool = False  # succeeded, but a warn failed or an input drifted
+    baseline_run: str | None = None
+    error: str | None = None  # why a run whose tasks all succeeded failed (a check)
 
     @property
     def ok(self) -> bool:

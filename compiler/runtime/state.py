@@ -454,6 +454,9 @@ class RunState:
         r.outputs = dict(record.get("outputs") or {})
         r.error = None
         st.cells = list(record.get("cells") or [])
+        r.metrics = dict(record.get("metrics") or {})
+        r.metric_warnings = list(record.get("metric_warnings") or [])
+        r.profiles = dict(record.get("profiles") or {})
         # A value the store could not take (unpicklable, disk full) still flows in memory; the
         # task says so instead of being silently uncached.
         store_errors = "; ".join(
@@ -595,6 +598,8 @@ class RunState:
             r.peak_memory = manifest.get("peak_memory")
             r.cost_saved = manifest.get("cost")  # what computing it again would have cost
             st.cells = list(manifest.get("cells") or [])
+            r.metrics = dict(manifest.get("metrics") or {})
+            r.profiles = dict(manifest.get("profiles") or {})
             r.status = CACHED
             self._emit_task(st, CACHED)
             self._finalize(st)
@@ -659,6 +664,9 @@ class RunState:
             "worker": record.get("worker"),
             "run_id": self.run_id,
             "created": iso_now(),
+            "metrics": st.result.metrics,
+            "metric_names": list(st.spec.metrics),
+            "profiles": st.result.profiles,
         }
 
     def _emit_task(

@@ -11,6 +11,7 @@ import { CommandIDs } from './commands';
 import { renderDag } from './dag';
 import { el, linkButton } from './dom';
 import { LineageSection } from './lineage';
+import { MetricsSection } from './metrics';
 import { SchedulesSection } from './schedules';
 import { kilnIcon } from './icons';
 import { PipelineModel } from './model';
@@ -67,6 +68,7 @@ export class PipelinePanel extends Widget {
     this._exportSection = el('div', 'kiln-Panel-section kiln-Panel-export');
     this._cellSection = el('div', 'kiln-Panel-section kiln-Panel-cell');
     this._lineage = new LineageSection(_commands);
+    this._metrics = new MetricsSection();
     this.schedules = new SchedulesSection(_commands);
     this._production = new ProductionSection();
     this._graphSection = el('div', 'kiln-Panel-section kiln-Panel-graph');
@@ -74,6 +76,7 @@ export class PipelinePanel extends Widget {
     this.node.append(
       header,
       this._runSection,
+      this._metrics.node,
       this._exportSection,
       this._cellSection,
       this._lineage.node,
@@ -179,6 +182,7 @@ export class PipelinePanel extends Widget {
     this._renderExport();
     this._renderCellEditor(false);
     this._updateLineage();
+    this._metrics.update(model);
     this._renderGraph();
     this._renderDiagnostics();
   }
@@ -491,6 +495,7 @@ export class PipelinePanel extends Widget {
   private _exportSection: HTMLDivElement;
   private _lineage: LineageSection;
   private readonly _production: ProductionSection;
+  private _metrics: MetricsSection;
   private _cellSection: HTMLDivElement;
   private _graphSection: HTMLDivElement;
   private _diagnosticsSection: HTMLDivElement;
