@@ -511,3 +511,28 @@ def test_promoting_a_notebook_without_a_schedule_says_how_to_add_one(tmp_path, c
     with pytest.raises(ScheduleError):
         with open_store(None, notebook) as store:
             add_schedule(store, "bad budget", notebook, "0 3 * * *", budget="lots")
+
+
+SCORED = [
+    ("rows = 40", ["parameters"]),
+    ("accuracy = min(1.0, rows / 100)", ["task:score"]),
+    ("accuracy", ["metrics", "check:accuracy>=0.9"]),
+]
+
+
+def test_a_failed_metrics_check_of_a_real_run_delivers_one_check_alert(
+    tmp_path, capsys, webhook, dask_scheduler_address
+):
+    notebook = make_notebook(tmp_path / "scored.ipynb", SCORED, owner="Ana Lima")
+    assert kiln(capsys, "alert", "add", notebook, "--webhook", webhook.url)[0] == 0
+    code, _, _ = kiln(capsys, "run", notebook, "--scheduler", dask_scheduler_address)
+    assert code == 1  # accuracy 0.4 fails check:accuracy>=0.9
+    check_alerts = [t for t in webhook.texts() if "check" in t.split("\n")[0]]
+    assert len(check_alerts) == 1, webhook.texts()
+    assert "accuracy" in check_alerts[0] and "Owner: Ana Lima" in check_alerts[0]
+    # A passing run raises no check alert.
+    assert (
+        kiln(capsys, "run", notebook, "-p", "rows", "95", "--scheduler", dask_scheduler_address)[0]
+        == 0
+    )
+    assert len([t for t in webhook.texts() if "check" in t.split("\n")[0]]) == 1

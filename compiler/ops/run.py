@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.compile.cache import compiled_spec
-from compiler.lineage.alerts import notify_run_end
+from compiler.lineage.alerts import notify_run_end, raise_alert
 from compiler.lineage.recorder import RunRecorder
 from compiler.lineage.store import LineageStore, open_store
 from compiler.model.diagnostics import Diagnostic
@@ -317,6 +317,19 @@ def _open_recorder(
         return None, f"{type(exc).__name__}: {exc}"
 
 
+def _alert_verdicts(recorder: RunRecorder, result: RunResult) -> None:
+    """A failed check or warn raises a `check` alert, a drifted input a `drift` alert, to the
+    notebook's routes (each once per run; a failing route never fails the run)."""
+    for verdict in result.verdicts:
+        if verdict.get("passed"):
+            continue
+        event = "drift" if verdict.get("kind") == "drift" else "check"
+        try:
+            raise_alert(recorder.store, event, recorder.run_id, str(verdict.get("message")))
+        except Exception as exc:  # alerts must not fail a run that has already been judged
+            warnings.warn(f"kiln: the {event} alert was not sent: {exc}", stacklevel=2)
+
+
 def _close_recorder(
     recorder: RunRecorder, result: RunResult | None, error: BaseException | None, owns_store: bool
 ) -> None:
@@ -332,5 +345,7 @@ def _close_recorder(
             result.status = "failed"  # over a budget whose policy is "fail"
         # Alerts read the run just written (one small query when the notebook has no route).
         notify_run_end(recorder.store, recorder.run_id)
+        if result is not None:
+            _alert_verdicts(recorder, result)
         if owns_store:
             recorder.store.close()
