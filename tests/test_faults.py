@@ -76,6 +76,7 @@ def test_a_memory_restricted_task_finishes_after_its_worker_is_replaced(tmp_path
             ),
             ("total = value * n", ["task:after"]),
         ],
+        owner="Ana Lima",
     )
     spec = compile_notebook(notebook).spec
     assert spec is not None
@@ -106,6 +107,7 @@ def test_a_store_that_cannot_be_written_stops_the_run_before_any_task(tmp_path):
     notebook = make_notebook(
         tmp_path / "store.ipynb",
         [(f"open({str(side_effect)!r}, 'w').write('x')\nx = 1", ["task:writes"])],
+        owner="Ana Lima",
     )
     # Root ignores permission bits, so the store lies below a plain file: nothing can be
     # created there, whoever runs the test.
@@ -120,7 +122,7 @@ def test_a_store_that_cannot_be_written_stops_the_run_before_any_task(tmp_path):
 
 
 def test_a_lineage_database_that_cannot_be_written_fails_the_run_loudly(tmp_path):
-    notebook = make_notebook(tmp_path / "lost.ipynb", [("x = 1", ["task:one"])])
+    notebook = make_notebook(tmp_path / "lost.ipynb", [("x = 1", ["task:one"])], owner="Ana Lima")
     folder_not_db = tmp_path / "db-is-a-folder"
     folder_not_db.mkdir()
     proc = kiln(
@@ -164,7 +166,9 @@ def test_a_stale_schedule_row_whose_pid_was_reused_does_not_block_the_schedule(t
     from compiler.lineage.run_context import process_started_at
     from compiler.schedule.scheduler import Scheduler, add_schedule, schedule_run_rows
 
-    notebook = make_notebook(tmp_path / "nightly.ipynb", [("x = 1", ["task:one"])])
+    notebook = make_notebook(
+        tmp_path / "nightly.ipynb", [("x = 1", ["task:one"])], owner="Ana Lima"
+    )
     t0 = dt.datetime(2026, 11, 22, 5, 59, 30, tzinfo=dt.UTC)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -217,6 +221,7 @@ def test_nan_and_infinite_parameters_are_recorded_on_postgresql(tmp_path, postgr
     notebook = make_notebook(
         tmp_path / "floats.ipynb",
         [("low = 0.0\nhigh = 1.0", ["parameters"]), ("span = high - low", ["task:span"])],
+        owner="Ana Lima",
     )
     spec = compile_notebook(notebook).spec
     result = run_spec(
@@ -239,6 +244,7 @@ def test_an_output_whose_type_name_is_very_long_is_recorded_on_postgresql(tmp_pa
     notebook = make_notebook(
         tmp_path / "types.ipynb",
         [(f"class {cls}:\n    pass\nthing = {cls}()", ["task:make"]), ("ok = thing", ["task:use"])],
+        owner="Ana Lima",
     )
     result = run_spec(
         compile_notebook(notebook).spec, notebook_path=notebook, workers=1, lineage_db=postgres_url
@@ -253,7 +259,9 @@ def test_an_output_whose_type_name_is_very_long_is_recorded_on_postgresql(tmp_pa
 def test_names_postgresql_cannot_store_are_refused_before_anything_runs(tmp_path, postgres_url):
     long_name = "t" * 201
     notebook = make_notebook(
-        tmp_path / "long.ipynb", [("x = 1", [f"task:{long_name}"]), ("y = x", ["task:ok"])]
+        tmp_path / "long.ipynb",
+        [("x = 1", [f"task:{long_name}"]), ("y = x", ["task:ok"])],
+        owner="Ana Lima",
     )
     proc = kiln("run", str(notebook), "--lineage-db", postgres_url, cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
@@ -278,6 +286,7 @@ def test_schedule_add_with_a_nan_parameter_is_stored_on_postgresql(tmp_path, pos
     notebook = make_notebook(
         tmp_path / "floats.ipynb",
         [("high = 1.0", ["parameters"]), ("span = high * 2", ["task:span"])],
+        owner="Ana Lima",
     )
     proc = kiln(
         "schedule",
@@ -306,7 +315,7 @@ def test_schedule_add_with_a_nan_parameter_is_stored_on_postgresql(tmp_path, pos
     ],
 )
 def test_schedule_add_refuses_bad_input_with_exit_2(tmp_path, args, fragment):
-    notebook = make_notebook(tmp_path / "daily.ipynb", [("x = 1", ["task:one"])])
+    notebook = make_notebook(tmp_path / "daily.ipynb", [("x = 1", ["task:one"])], owner="Ana Lima")
     db = f"sqlite:///{tmp_path / 'lineage.db'}"
     proc = kiln("schedule", "add", str(notebook), *args, "--lineage-db", db)
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -330,6 +339,7 @@ def test_an_output_the_store_cannot_take_is_reported_on_the_task(tmp_path):
             ("import threading\nlock = threading.Lock()", ["task:make"]),
             ("held = lock.locked()", ["task:use"]),
         ],
+        owner="Ana Lima",
     )
     db = tmp_path / "lineage.db"
     proc = kiln("run", str(notebook), "--workers", "1", "--lineage-db", f"sqlite:///{db}")

@@ -270,7 +270,7 @@ def test_schedule_input_is_validated_like_the_cli(kiln, root):
 
 
 def test_resuming_a_schedule_needs_the_execute_permission(kiln, root):
-    notebook = make_notebook(root / "nightly.ipynb", [("x = 1", ["task:t"])])
+    notebook = make_notebook(root / "nightly.ipynb", [("x = 1", ["task:t"])], owner="Ana Lima")
     with open_store(None, notebook) as store:
         add_schedule(store, "nightly", notebook, "0 6 * * *")
     DENY.add("execute")  # may change things, may not run notebook code

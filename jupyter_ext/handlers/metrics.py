@@ -12,7 +12,7 @@ import json
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 
-from jupyter_ext.handlers import KilnHandler, _lineage_errors, query_int
+from jupyter_ext.handlers.base import KilnHandler, _lineage_errors, query_int
 from jupyter_ext.paths import api_path_of
 
 

@@ -21,7 +21,7 @@ import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 
-from .handlers import KilnHandler, optional_str, query_int
+from jupyter_ext.handlers.base import KilnHandler, optional_str, query_int
 
 
 def _routes_answer(store: Any, full: Any) -> dict[str, Any]:
