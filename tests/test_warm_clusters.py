@@ -50,7 +50,20 @@ def _run(notebook: Path, address: str):
     )
 
 
-def test_nothing_leaks_between_notebooks_on_a_long_lived_cluster(dask_scheduler_address, tmp_path):
+def test_nothing_leaks_between_notebooks_on_a_long_lived_cluster(tmp_path):
+    # One worker process, so every careful task runs where messy ones ran before it.
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    try:
+        _messy_then_careful(cluster.scheduler_address, tmp_path)
+    finally:
+        cluster.close()
+
+
+def _messy_then_careful(dask_scheduler_address: str, tmp_path: Path) -> None:
     messy = make_notebook(
         tmp_path / "messy" / "messy.ipynb",
         [(MESSY.format(i=i), [f"task:mess{i}"]) for i in range(4)],
@@ -63,9 +76,8 @@ def test_nothing_leaks_between_notebooks_on_a_long_lived_cluster(dask_scheduler_
     assert first.ok
     second = _run(careful, dask_scheduler_address)
     assert second.ok
-    # Both notebooks ran on every worker, so each careful task follows a messy one somewhere.
     workers = {t.worker for t in first.tasks}
-    assert len(workers) == 2 and {t.worker for t in second.tasks} == workers
+    assert len(workers) == 1 and {t.worker for t in second.tasks} == workers
 
     output = nbformat.read(second.output_notebook, as_version=4)
     seen = [

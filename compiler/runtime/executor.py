@@ -240,6 +240,7 @@ def _make_shell_class() -> Any:
 
 
 _SHELL: Any = None
+_BASELINE_EXTENSIONS: set[str] = set()  # IPython extensions loaded when the shell was made
 _BASELINE_NS: dict[str, Any] = {}
 
 
@@ -266,6 +267,8 @@ def get_shell() -> Any:
         config.InteractiveShell.colors = "nocolor"  # tracebacks read well in CLI and notebook
         _SHELL = _make_shell_class().instance(config=config)
         _BASELINE_NS = dict(_SHELL.user_ns)
+        _BASELINE_EXTENSIONS.clear()
+        _BASELINE_EXTENSIONS.update(_SHELL.extension_manager.loaded)
         _BASELINE_WARNING_FILTERS[:] = warnings.filters
         _BASELINE_LOGGING[:] = [logging.root.level, list(logging.root.handlers)]
     return _SHELL
@@ -323,6 +326,9 @@ def fresh_namespace(shell: Any, names: Mapping[str, Any]) -> None:
     _restore_inline_figures(shell)
     _fresh_warnings()
     _fresh_logging()
+    # An extension an earlier task (or a replayed `%load_ext`) loaded on this worker is not
+    # "already loaded" for this task: its own `%load_ext` loads it as a fresh kernel would.
+    shell.extension_manager.loaded.intersection_update(_BASELINE_EXTENSIONS)
     ns = shell.user_ns
     ns.clear()
     ns.update(_BASELINE_NS)

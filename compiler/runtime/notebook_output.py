@@ -160,8 +160,13 @@ def build_output_notebook(
 def fill_metrics_cell(cells: list[Any], spec: Mapping[str, Any], result: RunResult) -> None:
     """The metrics cell shows the run's metrics and verdicts; a failed check is an error output
     there, so papermill (which raises on error outputs) fails the run too."""
-    where = spec.get("metrics_cell") or {}
+    where = spec.get("metrics_cell")
+    if not where:  # no metrics cell: never match a cell by a missing id (pre-4.5 notebooks)
+        return
     cell = next((c for c in cells if c.get("id") == where.get("cell_id")), None)
+    index = where.get("cell_index")
+    if cell is None and isinstance(index, int) and 0 <= index < len(cells):
+        cell = cells[index]  # a notebook without cell ids (nbformat < 4.5)
     if cell is None or cell.get("cell_type") != "code":
         return
     width = max((len(n) for n in result.metrics), default=0)
