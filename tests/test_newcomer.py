@@ -174,7 +174,7 @@ def test_the_readme_tour_commands_work_as_written(newcomer: NewcomerSession) -> 
         assert done.returncode == 0, f"{block}\n--\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
     text = "\n".join(d.stdout for d in newcomer.tour)
     # `kiln runs` lists the demo's run, `kiln lineage` traces the file it wrote to its cells.
-    assert re.search(r"^[0-9a-f]{16}\s+\S+ \S+\s+succeeded\s+demo\s", text, re.M), text
+    assert re.search(r"^[0-9a-f]{16}\s+\S+ \S+\s+succeeded\s+\S+\s+demo\s", text, re.M), text
     assert "written by task evaluate in run" in text
     assert "exported demo version" in text
     assert "schedule demo: 0 6 * * * (UTC), engine kiln" in text
