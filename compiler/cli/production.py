@@ -22,24 +22,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from compiler.lineage.store import LineageStore
+    pass
+
+from compiler.cli.schedule import open_store_for
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def _open(args: argparse.Namespace, notebook: str | None = None) -> LineageStore:
-    from compiler.lineage.store import find_default_db, open_store
-
-    if args.lineage_db:
-        return open_store(args.lineage_db)
-    if notebook is not None:
-        return open_store(None, notebook)
-    found = find_default_db(Path.cwd())
-    return open_store(f"sqlite:///{found}" if found else None, Path.cwd() / "kiln.ipynb")
 
 
 def _out(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -98,7 +88,7 @@ def cmd_alert_add(args: argparse.Namespace) -> int:
         if v
     )
     notebook = None if args.schedule else args.notebook
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         if args.schedule:
             from compiler.schedule.scheduler import get_schedule
 
@@ -118,7 +108,7 @@ def cmd_alert_add(args: argparse.Namespace) -> int:
 def cmd_alert_list(args: argparse.Namespace) -> int:
     from compiler.lineage.alerts import list_routes
 
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         routes = list_routes(store, notebook=args.notebook)
     rows = [("id", "kind", "target", "events", "for")]
     for r in routes:
@@ -131,7 +121,7 @@ def cmd_alert_list(args: argparse.Namespace) -> int:
 def cmd_alert_remove(args: argparse.Namespace) -> int:
     from compiler.lineage.alerts import remove_route
 
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         route = remove_route(store, args.id)
     _out(args, route.to_dict(), f"removed {route.describe()}")
     return EXIT_OK
@@ -142,7 +132,7 @@ def cmd_alert_test(args: argparse.Namespace) -> int:
     from compiler.lineage.alerts import test_alert
 
     owner = read_production(args.notebook)
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         results = test_alert(store, args.notebook, owner["owner"], owner["team"])
     if not results:
         print(
@@ -175,14 +165,14 @@ def cmd_cost(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--price {item!r}: write NAME=AMOUNT, e.g. cpu_hour=0.048"
                 ) from None
-        with _open(args, args.notebook) as store:
+        with open_store_for(args, args.notebook) as store:
             prices = set_prices(store, changes)
         _out(args, prices, "prices: " + ", ".join(f"{k} {v:g}" for k, v in prices.items()))
         if not args.notebook:
             return EXIT_OK
     if not args.notebook:
         raise ValueError("name a notebook (kiln cost NOTEBOOK) or set prices with --price")
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         report = cost_report(store, args.notebook, limit=args.limit)
     if args.json:
         _out(args, report, "")
@@ -230,7 +220,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from compiler.ops.promotion import promote
 
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         done = promote(store, args.notebook, version=args.version, schedule=args.schedule)
     lines = [
         f"schedule {p.schedule}: now runs version {p.version} ({p.bundle_path})"
@@ -244,7 +234,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from compiler.ops.promotion import rollback
 
-    with _open(args) as store:
+    with open_store_for(args) as store:
         done = rollback(store, args.schedule, to_last_good=args.to_last_good)
     _out(
         args,

@@ -48,7 +48,9 @@ def _parameters(notebook: str, pairs: list[list[str]] | None) -> dict[str, Any]:
         raise ScheduleError(str(exc)) from None
 
 
-def _open(args: argparse.Namespace, notebook: str | None = None) -> LineageStore:
+def open_store_for(args: argparse.Namespace, notebook: str | None = None) -> LineageStore:
+    """The lineage store a CLI command works on: --lineage-db, else the notebook's, else the one
+    found from this folder up (else .kiln/lineage.db here)."""
     from compiler.lineage.store import find_default_db, open_store
 
     if args.lineage_db:
@@ -68,7 +70,7 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 def cmd_add(args: argparse.Namespace) -> int:
     from compiler.schedule.scheduler import add_schedule
 
-    with _open(args, args.notebook) as store:
+    with open_store_for(args, args.notebook) as store:
         name = args.name or Path(args.notebook).stem
         schedule = add_schedule(
             store,
@@ -94,7 +96,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from compiler.schedule.scheduler import list_schedules
 
-    with _open(args) as store:
+    with open_store_for(args) as store:
         items = list_schedules(store)
     rows = [("name", "cron", "tz", "engine", "state", "runs", "next run (UTC)", "notebook")]
     for s in items:
@@ -117,7 +119,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_pause(args: argparse.Namespace, paused: bool) -> int:
     from compiler.schedule.scheduler import set_paused
 
-    with _open(args) as store:
+    with open_store_for(args) as store:
         schedule = set_paused(store, args.name, paused)
     _print(
         args, schedule.to_dict(), f"schedule {schedule.name} {'paused' if paused else 'resumed'}"
@@ -128,7 +130,7 @@ def cmd_pause(args: argparse.Namespace, paused: bool) -> int:
 def cmd_remove(args: argparse.Namespace) -> int:
     from compiler.schedule.scheduler import remove_schedule
 
-    with _open(args) as store:
+    with open_store_for(args) as store:
         remove_schedule(store, args.name)
     _print(args, {"removed": args.name}, f"schedule {args.name} removed")
     return EXIT_OK
@@ -137,7 +139,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from compiler.schedule.scheduler import schedule_run_rows
 
-    with _open(args) as store:
+    with open_store_for(args) as store:
         rows = schedule_run_rows(store, args.name, limit=args.limit)
     table = [("schedule", "due (UTC)", "status", "run", "output notebook / reason")]
     for r in rows:
@@ -158,7 +160,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from compiler.schedule.scheduler import Scheduler
 
-    store = _open(args)
+    store = open_store_for(args)
     print(
         f"kiln scheduler: {store.url}; polling every {args.poll:g} s (Ctrl-C stops)",
         file=sys.stderr,
