@@ -14,6 +14,7 @@ frozen analyses and the tasks' `binds`, and returns plain data for the spec.
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,11 @@ class Monitoring:
             "drift": self.drift,
             "metrics_cell": self.metrics_cell,
         }
+
+
+def _normal(path: str) -> str:
+    """A file path as runtime/monitor.py keys its profile (`./data/x.csv` -> `data/x.csv`)."""
+    return os.path.normpath(path)
 
 
 def is_monitor_tag(tag: str) -> bool:
@@ -221,8 +227,8 @@ def _drift_entries(
     for name, limit in drifts:
         if name in task.binds:
             key, kind = f"{task.name}.{name}", "artifact"
-        elif name in task.reads_files:
-            key, kind = name, "file"
+        elif name in task.reads_files or _normal(name) in map(_normal, task.reads_files):
+            key, kind = _normal(name), "file"  # as the worker keys the file's profile
         else:
             files = [f for f in task.reads_files if f.lower().endswith(_TABULAR_SUFFIXES)]
             known = ", ".join([*task.binds, *files]) or "none"
