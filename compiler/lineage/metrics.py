@@ -112,6 +112,19 @@ def record_monitoring(connection: Connection, run_id: str, data: Mapping[str, An
     Idempotent: a retried transaction or a second finish replaces the rows. A run with none
     of them writes nothing (and so also records into a store not yet at revision 0004)."""
     metric_rows, profile_rows = [], []
+    # Metrics of the run itself (parameters the metrics cell reads): no task reported them.
+    from_tasks = {name for task in data.get("tasks") or [] for name in task.get("metrics") or {}}
+    for name, value in (data.get("metrics") or {}).items():
+        if name not in from_tasks and isinstance(value, bool | int | float):
+            metric_rows.append(
+                {
+                    "run_id": run_id,
+                    "name": name,
+                    "task": None,
+                    "value": float(value),
+                    "is_bool": isinstance(value, bool),
+                }
+            )
     for task in data.get("tasks") or []:
         for name, value in (task.get("metrics") or {}).items():
             metric_rows.append(
