@@ -18,6 +18,7 @@ import pytest
 
 from compiler.cli.main import main
 from compiler.compile.api import compile_notebook
+from tests.nbutil import make_notebook
 
 from .conftest import Lab
 from .test_lab_pipeline import PANEL, _dismiss_toasts, open_notebook, open_panel, select_cell
@@ -163,3 +164,40 @@ def test_tag_editor_marks_the_metrics_cell_and_checks_its_tags_as_you_type(
         ("warn", "scores.logreg.f1", -0.05),
     ]
     assert spec["drift"][0]["key"] == "load.raw" and spec["drift"][0]["threshold"] == 0.3
+
+
+def test_tag_editor_keeps_kales_pipeline_metrics_tag_when_adding_a_check(
+    lab: Lab, page: Any
+) -> None:
+    """A Kale notebook's `pipeline-metrics` cell reads as the metrics cell in the editor; adding
+    a check keeps Kale's tag as written, so the notebook still works in Kale."""
+    path = make_notebook(
+        lab.root / "kale_peak.ipynb",
+        [
+            ("import numpy as np", ["imports"]),
+            ("n = 5", ["pipeline-parameters"]),
+            ("peak = float(np.arange(n).max())", ["step:train"]),
+            ("print(peak)", ["pipeline-metrics"]),
+        ],
+    )
+    open_notebook(page, lab, path.name)
+    open_panel(page)
+    page.wait_for_selector(f"{PANEL} .kiln-Dag-node")
+    select_cell(page, 3)
+    page.wait_for_selector(f"{PANEL} .kiln-Panel-cell h3:has-text('Cell 3')")
+    editor = page.locator(f"{PANEL} .kiln-TagEditor")
+    assert editor.locator("select[name=role]").input_value() == "metrics"
+    editor.locator("textarea[name=checks]").fill("peak >= 3")
+    page.wait_for_function(
+        f"!document.querySelector('{PANEL} .kiln-Panel-apply').disabled", timeout=10_000
+    )
+    page.locator(f"{PANEL} .kiln-Panel-apply").click()
+    page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('check:peak>=3')")
+    page.keyboard.press("Control+s")
+    for _ in range(50):
+        tags = nbformat.read(path, as_version=4).cells[3].metadata.get("tags")
+        if tags and len(tags) == 2:
+            break
+        page.wait_for_timeout(200)
+    assert tags == ["pipeline-metrics", "check:peak>=3"]
+    assert compile_notebook(path).spec["checks"][0]["threshold"] == 3.0
