@@ -101,6 +101,45 @@ def test_kale_pipeline_metrics_notebook_compiles_with_its_own_steps_and_lists_it
     validate_spec(spec)
 
 
+def test_kale_pipeline_metrics_that_print_parameters_record_them_as_metrics(
+    tmp_path: Path, dask_scheduler_address: str, capsys
+):
+    """Kale's own examples print pipeline parameters next to a step's result in their
+    `pipeline-metrics` cell (Kale reports all of them): the parameters are metrics too, with
+    the run's value; one that is not a number is a warning naming the cell and line."""
+    notebook = make_notebook(
+        tmp_path / "grid_sum.ipynb",
+        [
+            ("import numpy as np", ["imports"]),
+            ("rows = 4\ncols = 3\nlabel = 'grid'", ["pipeline-parameters"]),
+            (
+                "grid = np.arange(rows * cols, dtype=float).reshape(rows, cols)",
+                ["step:make_grid", "limit:memory:1Gi"],
+            ),
+            ("total = float(grid.sum())", ["prev:make_grid", "step:reduce"]),
+            ("print(rows)\nprint(cols)\nprint(total)\nprint(label)", ["pipeline-metrics"]),
+        ],
+    )
+    result = compile_notebook(notebook)
+    assert result.ok, [d.render() for d in result.diagnostics]
+    spec = result.spec
+    validate_spec(spec)
+    assert [t["name"] for t in spec["tasks"]] == ["make_grid", "reduce"]
+    assert spec["metrics"] == [
+        {"name": "rows", "task": None, "source": "parameter"},
+        {"name": "cols", "task": None, "source": "parameter"},
+        {"name": "total", "task": "reduce", "source": "cell"},
+    ]
+    warning = next(d for d in result.diagnostics if d.code == "metric-not-a-number")
+    assert (warning.cell_index, warning.line) == (4, 4) and "'label'" in warning.message
+
+    argv = ["run", str(notebook), "--scheduler", dask_scheduler_address, "-p", "rows", "5"]
+    assert kiln(capsys, *argv)[0] == 0
+    history = json.loads(kiln(capsys, "metrics", str(notebook), "--json")[1])
+    assert history["metrics"] == ["cols", "rows", "total"]
+    assert history["runs"][0]["metrics"] == {"rows": 5.0, "cols": 3.0, "total": 105.0}
+
+
 @pytest.mark.parametrize(
     "cell, tags, code, words",
     [

@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the bundle's path and version")
     p.set_defaults(func=cmd_export)
 
-    from compiler.cli.run import add_run_arguments
+    from compiler.cli.run_options import add_run_arguments
 
     p = sub.add_parser("run", help="run the pipeline on Dask (local cluster by default)")
     p.add_argument("notebook")

@@ -1034,7 +1034,9 @@ def build_pipeline(notebook: Notebook) -> Pipeline:
         )
         ordered = tasks
     diagnostics += setup_hazards(units)
-    monitoring, monitor_diagnostics = pipeline_monitoring(notebook, ordered)
+    monitoring, monitor_diagnostics = pipeline_monitoring(
+        notebook, ordered, {p.name: p.default for p in params}
+    )
     diagnostics += monitor_diagnostics
     version = assign_versions(ordered, params)
     return Pipeline(

@@ -3,7 +3,9 @@
 A cell tagged `metrics` (Kale: `pipeline-metrics`) is not a task: it names the metrics, by the
 names it reads (`accuracy`, `f1`, or a dict `scores` whose keys become `scores.logreg.f1`), and
 carries the `check:`/`warn:` tags. Each name's value comes from the task that binds it last
-before the metrics cell, which reports it when it finishes. Literal `kiln.log_metric("name",
+before the metrics cell, which reports it when it finishes; a name no task binds but the
+parameters cell does is a metric too, its value the run's parameter (Kale's own examples print
+pipeline parameters in their `pipeline-metrics` cell). Literal `kiln.log_metric("name",
 ...)` calls inside tasks name metrics too. `drift:INPUT<LIMIT` tags sit on the task that
 produces (or reads) the input.
 
@@ -14,6 +16,8 @@ frozen analyses and the tasks' `binds`, and returns plain data for the spec.
 from __future__ import annotations
 
 import ast
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +48,11 @@ class Monitoring:
             "drift": self.drift,
             "metrics_cell": self.metrics_cell,
         }
+
+
+def _normal(path: str) -> str:
+    """A file path as runtime/monitor.py keys its profile (`./data/x.csv` -> `data/x.csv`)."""
+    return os.path.normpath(path)
 
 
 def is_monitor_tag(tag: str) -> bool:
@@ -106,10 +115,11 @@ def logged_metric_names(python: str) -> list[str]:
 
 
 def pipeline_monitoring(
-    notebook: Notebook, tasks: list[Any]
+    notebook: Notebook, tasks: list[Any], parameters: Mapping[str, Any] | None = None
 ) -> tuple[Monitoring, list[Diagnostic]]:
     """Metrics (name, producing task), checks and drift thresholds, with diagnostics naming
-    the cell of each misplaced or unreadable tag. `tasks` are dag.Task records."""
+    the cell of each misplaced or unreadable tag. `tasks` are dag.Task records; `parameters`
+    the notebook's parameters and their defaults."""
     monitoring = Monitoring()
     diagnostics: list[Diagnostic] = []
     task_of_cell = {a.cell.id: t for t in tasks for a in t.cells}
@@ -156,7 +166,7 @@ def pipeline_monitoring(
     if metrics_cells:
         cell = metrics_cells[0]
         monitoring.metrics_cell = {"cell_id": cell.id, "cell_index": cell.index}
-        diagnostics += _metrics_cell_names(monitoring, cell, tasks, seen)
+        diagnostics += _metrics_cell_names(monitoring, cell, tasks, seen, parameters or {})
     for task in tasks:
         for analysis in task.cells:
             for name in logged_metric_names(analysis.python):
@@ -184,7 +194,11 @@ def pipeline_monitoring(
 
 
 def _metrics_cell_names(
-    monitoring: Monitoring, cell: Cell, tasks: list[Any], seen: set[str]
+    monitoring: Monitoring,
+    cell: Cell,
+    tasks: list[Any],
+    seen: set[str],
+    parameters: Mapping[str, Any],
 ) -> list[Diagnostic]:
     diagnostics: list[Diagnostic] = []
     analysis = analyse_cell(cell)
@@ -194,6 +208,23 @@ def _metrics_cell_names(
         if ev.kind not in ("read", "deferred") or ev.name in seen:
             continue
         producer = next((t for t in reversed(before) if ev.name in t.binds), None)
+        if producer is None and ev.name in parameters:
+            default = parameters[ev.name]
+            if default is not None and not isinstance(default, bool | int | float):
+                diagnostics.append(
+                    _diag(
+                        "warning",
+                        "metric-not-a-number",
+                        f"the metrics cell reads parameter {ev.name!r}, whose default "
+                        f"{default!r} is not a number or boolean: it is not recorded",
+                        cell,
+                        ev.line,
+                    )
+                )
+                continue
+            seen.add(ev.name)  # the run's value of it: recorded when the run is judged
+            monitoring.metrics.append({"name": ev.name, "task": None, "source": "parameter"})
+            continue
         if producer is None:
             if ev.name in BUILTIN_NAMES:
                 continue  # print(accuracy): print is not a metric
@@ -221,8 +252,8 @@ def _drift_entries(
     for name, limit in drifts:
         if name in task.binds:
             key, kind = f"{task.name}.{name}", "artifact"
-        elif name in task.reads_files:
-            key, kind = name, "file"
+        elif name in task.reads_files or _normal(name) in map(_normal, task.reads_files):
+            key, kind = _normal(name), "file"  # as the worker keys the file's profile
         else:
             files = [f for f in task.reads_files if f.lower().endswith(_TABULAR_SUFFIXES)]
             known = ", ".join([*task.binds, *files]) or "none"

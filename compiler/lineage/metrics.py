@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from compiler.lineage.queries import LineageNotFound, iso, resolve_run_id
 from compiler.lineage.schema import (
@@ -41,15 +42,18 @@ def _metric(value: float, is_bool: bool) -> float | bool:
     return bool(value) if is_bool else value
 
 
-def _metrics_of(connection: Connection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _metrics_of(
+    connection: Connection, run_ids: list[str] | ScalarSelect[Any]
+) -> dict[str, dict[str, Any]]:
+    """`run_ids`: a list, or a subquery selecting them (see `_last_runs`)."""
     out: dict[str, dict[str, Any]] = defaultdict(dict)
-    if not run_ids:
+    if isinstance(run_ids, list) and not run_ids:
         return out
     rows = connection.execute(
         select(run_metrics.c.run_id, run_metrics.c.name, run_metrics.c.value, run_metrics.c.is_bool)
         .where(run_metrics.c.run_id.in_(run_ids))
         .order_by(run_metrics.c.run_id, run_metrics.c.name)
-    )
+    ).all()  # one fetchall: iterating the result fetched row by row, 4x slower on SQLite
     for run_id, name, value, is_bool in rows:
         out[run_id][name] = _metric(value, is_bool)
     return out
@@ -108,6 +112,19 @@ def record_monitoring(connection: Connection, run_id: str, data: Mapping[str, An
     Idempotent: a retried transaction or a second finish replaces the rows. A run with none
     of them writes nothing (and so also records into a store not yet at revision 0004)."""
     metric_rows, profile_rows = [], []
+    # Metrics of the run itself (parameters the metrics cell reads): no task reported them.
+    from_tasks = {name for task in data.get("tasks") or [] for name in task.get("metrics") or {}}
+    for name, value in (data.get("metrics") or {}).items():
+        if name not in from_tasks and isinstance(value, bool | int | float):
+            metric_rows.append(
+                {
+                    "run_id": run_id,
+                    "name": name,
+                    "task": None,
+                    "value": float(value),
+                    "is_bool": isinstance(value, bool),
+                }
+            )
     for task in data.get("tasks") or []:
         for name, value in (task.get("metrics") or {}).items():
             metric_rows.append(
@@ -179,49 +196,54 @@ def flagged_runs(connection: Connection, run_ids: list[str]) -> set[str]:
     return {r for (r,) in rows}
 
 
-def _verdicts_of(connection: Connection, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+def _verdicts_of(
+    connection: Connection, run_ids: list[str] | ScalarSelect[Any]
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if not run_ids:
+    if isinstance(run_ids, list) and not run_ids:
         return out
     v = run_verdicts.c
-    rows = connection.execute(
-        select(
-            v.run_id,
-            v.kind,
-            v.subject,
-            v.passed,
-            v.value,
-            v.threshold,
-            v.baseline_value,
-            v.baseline_run,
-            v.message,
-            v.tag,
-            v.drifted_columns,
-        )
-        .where(v.run_id.in_(run_ids))
-        .order_by(v.id)
+    fields = (
+        "kind",
+        "subject",
+        "passed",
+        "value",
+        "threshold",
+        "baseline_value",
+        "baseline_run",
+        "message",
+        "tag",
+        "drifted_columns",
     )
-    for row in rows:
-        out[row.run_id].append(
-            {
-                "kind": row.kind,
-                "subject": row.subject,
-                "passed": row.passed,
-                "value": row.value,
-                "threshold": row.threshold,
-                "baseline_value": row.baseline_value,
-                "baseline_run": row.baseline_run,
-                "message": row.message,
-                "tag": row.tag,
-                "drifted_columns": row.drifted_columns or [],
-            }
-        )
+    rows = connection.execute(
+        select(v.run_id, *(v[f] for f in fields)).where(v.run_id.in_(run_ids)).order_by(v.id)
+    ).all()
+    # Plain tuples zipped with the names: Row attribute access per field was two thirds of
+    # this function's time with -n 1000 (3,000 verdicts).
+    for run_id, *values in rows:
+        verdict = dict(zip(fields, values, strict=True))
+        verdict["drifted_columns"] = verdict["drifted_columns"] or []
+        out[run_id].append(verdict)
     return out
+
+
+def _last_runs(path: str, limit: int) -> ScalarSelect[Any]:
+    """The ids of the notebook's last `limit` runs, as a subquery: the metrics and verdicts
+    statements select by it rather than by a list of ids, which with -n 1000 was 1,000 bound
+    parameters to render and send per statement (~40 % of those statements' time here)."""
+    return (
+        select(runs.c.id)
+        .where(runs.c.notebook_path == path)
+        .order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        .limit(limit)
+        .scalar_subquery()
+    )
 
 
 def metrics_history(store: LineageStore, notebook: str | Path, limit: int = 10) -> dict[str, Any]:
     """The notebook's last `limit` runs, oldest first, with their metrics and verdicts; the
-    metric names in first-seen order; the baseline. Three statements whatever the run count."""
+    metric names in first-seen order; the baseline. Four statements whatever the run count,
+    each on an index (runs.notebook_path, run_metrics' key, run_verdicts.run_id)."""
     path = str(Path(notebook).resolve())
     with store.reading() as connection:
         rows = connection.execute(
@@ -242,9 +264,8 @@ def metrics_history(store: LineageStore, notebook: str | Path, limit: int = 10) 
             .limit(limit)
         ).all()
         rows = list(reversed(rows))
-        ids = [r.id for r in rows]
-        metrics = _metrics_of(connection, ids)
-        verdicts = _verdicts_of(connection, ids)
+        metrics = _metrics_of(connection, _last_runs(path, limit))
+        verdicts = _verdicts_of(connection, _last_runs(path, limit))
         baseline, pinned = baseline_run_id(connection, path)
     names: dict[str, None] = {}
     listed = []

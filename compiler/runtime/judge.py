@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from compiler.model.checks import CHECK, DEFAULT_DRIFT_THRESHOLD, DRIFT, judge, outcome
+from compiler.runtime.monitor import flatten_metric
 from compiler.runtime.results import RunResult
 
 
@@ -93,6 +94,11 @@ def judge_run(
     for task in result.tasks:
         metrics.update(task.metrics)
         profiles.update(task.profiles)
+    for metric in spec.get("metrics") or []:
+        if metric.get("source") == "parameter" and metric["name"] in result.parameters:
+            # A parameter the metrics cell reads: its value in this run (an override that is
+            # not a number is left out; the compiler warned about a default that is not).
+            metrics.update(flatten_metric(metric["name"], result.parameters[metric["name"]])[0])
     result.metrics = metrics
     baseline_run = (baseline or {}).get("run_id")
     result.baseline_run = baseline_run

@@ -153,7 +153,9 @@ class TaskMonitor:
             frame = original(*args, **kwargs)
             path = args[0] if args else kwargs.get("filepath_or_buffer", kwargs.get("path"))
             if isinstance(path, str | os.PathLike) and is_dataframe(frame):
-                monitor.profile(os.path.relpath(os.fspath(path)), frame, "file")
+                # Keyed as the compiler keys `drift:` tags (compile/metrics.py): the path as
+                # written, normalised, so `./data/x.parquet` and `data/x.parquet` are one input.
+                monitor.profile(os.path.normpath(os.fspath(path)), frame, "file")
             return frame
 
         read.__kiln_wrapped__ = True  # type: ignore[attr-defined]

@@ -88,7 +88,7 @@ def profile_frame(frame: Any, source: str) -> dict[str, Any]:
                 n_finite = int(finite.size)
                 total = float(finite.sum())
             part = values if picked is None else values[picked]
-            part = np.sort(part[np.isfinite(part)])
+            part = part[np.isfinite(part)]  # unsorted: np.quantile selects, it needs no sort
             column.update(type="number", count=n_finite, nulls=rows - n_finite)
             if n_finite:
                 column.update(
@@ -103,8 +103,11 @@ def profile_frame(frame: Any, source: str) -> dict[str, Any]:
                 column["quantiles"] = dict(
                     zip(map(str, QUANTILES), _rounded(np.quantile(part, QUANTILES)), strict=True)
                 )
+                # Every step-th sampled row, sorted: the rows are spread over the whole frame
+                # and the same every run, so an unchanged input scores 0. Sorting 500 values
+                # instead of the 20,000 sampled rows was half of a numeric column's profile.
                 step = max(1, math.ceil(part.size / SAMPLE_SIZE))
-                column["sample"] = _rounded(part[::step])
+                column["sample"] = _rounded(np.sort(part[::step]))
         else:
             sampled = series if picked is None else series.iloc[picked]
             scale = rows / max(1, len(sampled))

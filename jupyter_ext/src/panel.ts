@@ -372,11 +372,20 @@ export class PipelinePanel extends Widget {
         if (request !== asked) {
           return;
         }
+        // The compiler's messages about this cell's tags: errors block Apply; warnings about
+        // checks and metrics (a check on a metric nothing produces) are shown, not blocking.
         const mine = result.diagnostics.filter(
-          d => d.severity === 'error' && d.cell_index === position && /tag|task|name|after/.test(d.code)
+          d =>
+            d.cell_index === position &&
+            (d.severity === 'error' || /metric/.test(d.code)) &&
+            /tag|task|name|after|check|drift|metric/.test(d.code)
         );
-        message.textContent = mine.map(d => d.message).join('\n');
-        apply.disabled = mine.length > 0;
+        message.replaceChildren(
+          ...mine.map(d =>
+            d.severity === 'error' ? el('div', '', d.message) : el('div', 'kiln-mod-warning', `warning: ${d.message}`)
+          )
+        );
+        apply.disabled = mine.some(d => d.severity === 'error');
       } catch {
         // The server's answer is a hint here; Apply still works without it.
       }

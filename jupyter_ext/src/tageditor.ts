@@ -9,7 +9,8 @@ const ROLES: Array<[CellRole, string]> = [
   ['task', 'Starts a task'],
   ['setup', 'Setup (imports, functions)'],
   ['parameters', 'Parameters'],
-  ['skip', 'Skip (exploration only)']
+  ['skip', 'Skip (exploration only)'],
+  ['metrics', 'Metrics (names metrics, holds checks)']
 ];
 
 let uniqueId = 0;
@@ -38,9 +39,18 @@ function textInput(name: string, value: string, placeholder: string): HTMLInputE
   return input;
 }
 
+/** Items of a free-text field: `sep` separates them (a condition holds no space once cleaned). */
+function items(text: string, sep: RegExp): string[] {
+  return text
+    .split(sep)
+    .map(s => s.trim())
+    .filter(Boolean);
+}
+
 /**
- * A form over one cell's Kiln tags: its role (task / setup / parameters / skip), the task's
- * name, `after:` upstream tasks, resources, retries, timeout and cache policy.
+ * A form over one cell's Kiln tags: its role (task / setup / parameters / skip / metrics), the
+ * task's name, `after:` upstream tasks, resources, retries, timeout, cache policy and drift
+ * limits; the metrics cell's checks.
  */
 export class TagEditor extends Widget {
   constructor(tags: readonly string[], taskNames: readonly string[] = []) {
@@ -81,6 +91,16 @@ export class TagEditor extends Widget {
     this._cache.type = 'checkbox';
     this._cache.name = 'cache';
     this._cache.checked = form.cache;
+    this._drift = textInput('drift', form.drift.join(' '), 'e.g. raw<0.2 (default limit 0.2)');
+    // Kept for a cell that continues a task (the form has no field for it there).
+    this._memberDrift = form.role === 'member' ? form.drift : [];
+    this._checks = document.createElement('textarea');
+    this._checks.className = 'jp-mod-styled kiln-TagEditor-input kiln-TagEditor-checks';
+    this._checks.name = 'checks';
+    this._checks.rows = 4;
+    this._checks.spellcheck = false;
+    this._checks.value = form.checks.join('\n');
+    this._checks.placeholder = 'one a line, e.g.\naccuracy>=0.8\nwarn:f1>=baseline-0.02';
 
     const resources = document.createElement('div');
     resources.className = 'kiln-TagEditor-row';
@@ -107,20 +127,37 @@ export class TagEditor extends Widget {
     options.open =
       form.after.length > 0 ||
       [form.cpu, form.memory, form.gpu, form.retries, form.timeout].some(Boolean) ||
-      !form.cache;
+      !form.cache ||
+      form.drift.length > 0;
     const summary = document.createElement('summary');
-    summary.textContent = 'After, resources, retries, timeout, cache';
+    summary.textContent = 'After, resources, retries, timeout, cache, drift';
     options.append(
       summary,
       field('After', this._after, 'after:NAME: run after these tasks, besides data flow'),
       resources,
-      policies
+      policies,
+      field(
+        'Drift limits',
+        this._drift,
+        'drift:INPUT<LIMIT: a DataFrame this task binds, or a CSV/Parquet file it reads, drifts ' +
+          'when a column scores LIMIT or more against the baseline run (0..1; default 0.2)'
+      )
     );
 
     this._taskFields = document.createElement('div');
     this._taskFields.className = 'kiln-TagEditor-task';
     this._taskFields.append(field('Task name', this._name, 'task:NAME'), options, names);
-    this.node.append(field('This cell', this._role), this._taskFields);
+    this._metricsFields = document.createElement('div');
+    this._metricsFields.className = 'kiln-TagEditor-task kiln-TagEditor-metrics';
+    this._metricsFields.append(
+      field(
+        'Checks',
+        this._checks,
+        'check:METRIC OP VALUE fails the run; warn: flags it. OP: < <= > >= ==; VALUE: a number ' +
+          'or baseline±x (the baseline run: pinned, else the last succeeded one)'
+      )
+    );
+    this.node.append(field('This cell', this._role), this._taskFields, this._metricsFields);
     this._sync();
   }
 
@@ -138,7 +175,12 @@ export class TagEditor extends Widget {
       gpu: this._gpu.value.trim(),
       retries: this._retries.value.trim(),
       timeout: this._timeout.value.trim(),
-      cache: this._cache.checked
+      cache: this._cache.checked,
+      checks: items(this._checks.value, /[\n;]+/),
+      drift:
+        this._role.value === 'task'
+          ? items(this._drift.value.replace(/\s*(<=?)\s*/g, '$1'), /[\s;]+/)
+          : this._memberDrift
     };
   }
 
@@ -153,12 +195,17 @@ export class TagEditor extends Widget {
 
   /** The element to focus first. */
   get focusTarget(): HTMLElement {
-    return this._role.value === 'task' ? this._name : this._role;
+    return this._role.value === 'task'
+      ? this._name
+      : this._role.value === 'metrics'
+        ? this._checks
+        : this._role;
   }
 
   private _sync(): void {
     const isTask = this._role.value === 'task';
     this._taskFields.classList.toggle('kiln-mod-hidden', !isTask);
+    this._metricsFields.classList.toggle('kiln-mod-hidden', this._role.value !== 'metrics');
   }
 
   private _role: HTMLSelectElement;
@@ -170,7 +217,11 @@ export class TagEditor extends Widget {
   private _retries: HTMLInputElement;
   private _timeout: HTMLInputElement;
   private _cache: HTMLInputElement;
+  private _drift: HTMLInputElement;
+  private _memberDrift: string[];
+  private _checks: HTMLTextAreaElement;
   private _taskFields: HTMLDivElement;
+  private _metricsFields: HTMLDivElement;
 }
 
 /** Write a form's tags into a cell's metadata (other tags are kept). */

@@ -4,10 +4,12 @@
  * Only the raw tag strings are handled here: what the tags *mean* for the pipeline is the
  * compiler's business (the UI shows its answer from /kiln/compile). nbformat forbids commas
  * inside a tag, so lists are written the comma-free way the compiler reads: one `after:NAME`
- * tag per upstream task, and `resources:cpu=2;memory=4GiB;gpu=1`.
+ * tag per upstream task, and `resources:cpu=2;memory=4GiB;gpu=1`. Monitoring (issue 14): the
+ * cell tagged `metrics` (Kale: `pipeline-metrics`) holds one `check:`/`warn:` tag per
+ * condition; a task's cells hold `drift:INPUT<LIMIT` tags.
  */
 
-export type CellRole = 'member' | 'task' | 'setup' | 'parameters' | 'skip';
+export type CellRole = 'member' | 'task' | 'setup' | 'parameters' | 'skip' | 'metrics';
 
 export interface ICellTagForm {
   role: CellRole;
@@ -19,6 +21,10 @@ export interface ICellTagForm {
   retries: string;
   timeout: string;
   cache: boolean;
+  /** The metrics cell's conditions, as tags: `check:accuracy>=0.8`, `warn:f1>=baseline-0.02`. */
+  checks: string[];
+  /** A task cell's drift limits, as tags: `drift:raw<0.2`. */
+  drift: string[];
 }
 
 export const EMPTY_FORM: ICellTagForm = {
@@ -30,7 +36,9 @@ export const EMPTY_FORM: ICellTagForm = {
   gpu: '',
   retries: '',
   timeout: '',
-  cache: true
+  cache: true,
+  checks: [],
+  drift: []
 };
 
 const TASK_PREFIXES = ['task:', 'step:', 'block:'];
@@ -41,9 +49,13 @@ const ROLE_TAGS: { [tag: string]: CellRole } = {
   functions: 'setup',
   parameters: 'parameters',
   'pipeline-parameters': 'parameters',
-  skip: 'skip'
+  skip: 'skip',
+  metrics: 'metrics',
+  'pipeline-metrics': 'metrics'
 };
 const POLICY_PREFIXES = ['resources:', 'retries:', 'timeout:', 'cache:'];
+const CHECK_PREFIXES = ['check:', 'warn:'];
+const DRIFT_PREFIX = 'drift:';
 
 function valueAfter(tag: string): string {
   return tag.slice(tag.indexOf(':') + 1).trim();
@@ -60,7 +72,9 @@ export function isEditorTag(tag: string): boolean {
     tag.toLowerCase() in ROLE_TAGS ||
     startsWithAny(tag, TASK_PREFIXES) ||
     startsWithAny(tag, AFTER_PREFIXES) ||
-    startsWithAny(tag, POLICY_PREFIXES)
+    startsWithAny(tag, POLICY_PREFIXES) ||
+    startsWithAny(tag, CHECK_PREFIXES) ||
+    startsWithAny(tag, [DRIFT_PREFIX])
   );
 }
 
@@ -73,7 +87,7 @@ function splitList(text: string): string[] {
 
 /** The editor's view of a cell's tags. */
 export function readTagForm(tags: readonly string[]): ICellTagForm {
-  const form: ICellTagForm = { ...EMPTY_FORM, after: [] };
+  const form: ICellTagForm = { ...EMPTY_FORM, after: [], checks: [], drift: [] };
   for (const tag of tags) {
     const low = tag.toLowerCase();
     if (low in ROLE_TAGS) {
@@ -101,6 +115,10 @@ export function readTagForm(tags: readonly string[]): ICellTagForm {
       form.timeout = valueAfter(tag);
     } else if (low.startsWith('cache:')) {
       form.cache = !['off', 'false'].includes(valueAfter(low));
+    } else if (startsWithAny(tag, CHECK_PREFIXES)) {
+      form.checks.push(tag);
+    } else if (low.startsWith(DRIFT_PREFIX)) {
+      form.drift.push(tag);
     }
   }
   return form;
@@ -111,13 +129,32 @@ function clean(text: string): string {
   return text.replace(/[,\s]+/g, '');
 }
 
+/**
+ * One condition as the tag the compiler reads: `accuracy >= 0.8` -> `check:accuracy>=0.8`
+ * (a line without `check:` or `warn:` is a check); `raw < 0.2` -> `drift:raw<0.2`. Whether it
+ * means anything is the compiler's to say (the panel shows its message as you type).
+ */
+export function checkTag(text: string): string {
+  const tag = clean(text);
+  return !tag || startsWithAny(tag, CHECK_PREFIXES) ? tag : `check:${tag}`;
+}
+
+export function driftTag(text: string): string {
+  const tag = clean(text);
+  return !tag || tag.toLowerCase().startsWith(DRIFT_PREFIX) ? tag : `${DRIFT_PREFIX}${tag}`;
+}
+
 /** The Kiln tags a form stands for, in a fixed order. */
 export function formTags(form: ICellTagForm): string[] {
+  const drift = form.drift.map(driftTag).filter(Boolean);
+  if (form.role === 'metrics') {
+    return ['metrics', ...form.checks.map(checkTag).filter(Boolean)];
+  }
   if (form.role === 'setup' || form.role === 'parameters' || form.role === 'skip') {
     return [form.role];
   }
   if (form.role !== 'task') {
-    return [];
+    return drift; // a cell that continues a task may watch that task's inputs
   }
   const tags = [`task:${taskName(form.name)}`];
   for (const upstream of form.after.map(clean).filter(Boolean)) {
@@ -145,6 +182,7 @@ export function formTags(form: ICellTagForm): string[] {
   if (!form.cache) {
     tags.push('cache:off');
   }
+  tags.push(...drift);
   return tags;
 }
 
@@ -163,11 +201,17 @@ export function applyTagForm(tags: readonly string[], form: ICellTagForm): strin
   const before = readTagForm(tags);
   const sameResources =
     before.cpu === form.cpu && before.memory === form.memory && before.gpu === form.gpu;
+  // Kale's `pipeline-metrics` stays as written while the cell stays the metrics cell, so the
+  // notebook still works in Kale.
+  const kaleMetrics = form.role === 'metrics' && tags.some(t => t.toLowerCase() === 'pipeline-metrics');
   const keep = (tag: string) =>
-    !isEditorTag(tag) || (sameResources && form.role === 'task' && tag.toLowerCase().startsWith('resources:'));
+    !isEditorTag(tag) ||
+    (sameResources && form.role === 'task' && tag.toLowerCase().startsWith('resources:')) ||
+    (kaleMetrics && tag.toLowerCase() === 'pipeline-metrics');
   const result = tags.filter(keep);
   const wanted = formTags(form).filter(
-    tag => !(sameResources && tag.toLowerCase().startsWith('resources:'))
+    tag =>
+      !(sameResources && tag.toLowerCase().startsWith('resources:')) && !(kaleMetrics && tag === 'metrics')
   );
   for (const tag of wanted) {
     if (!result.includes(tag)) {
