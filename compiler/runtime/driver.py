@@ -556,7 +556,9 @@ class Driver:
                 spec=self.spec.raw,
                 result=result,
                 cells_by_task=self.state.cells_by_task(),
+                owned=True,  # the run's own snapshot, not used after this
             )
+            self.notebook_snapshot = None
             result.output_notebook = str(path)
         self.listener(
             RunEvent(
