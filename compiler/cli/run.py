@@ -21,9 +21,11 @@ from compiler.cli.run_options import add_run_arguments as add_run_arguments
 from compiler.model.costs import add_costs, format_cost
 from compiler.model.statuses import TaskStatus
 from compiler.model.units import format_bytes
-from compiler.ops.run import RunRefused, prepare_run, run_notebook
-from compiler.runtime.cluster import ResourceUnavailable
+from compiler.runtime.cluster import LocalClusterStart, ResourceUnavailable
 from compiler.runtime.results import RunResult
+
+# compiler.ops.run (and with it SQLAlchemy, the lineage store, the runtime driver) is imported
+# when a run starts, not when the parser is built: a cold `kiln run` starts its cluster first.
 
 EXIT_OK, EXIT_FAILED, EXIT_NOT_STARTED = 0, 1, 2
 
@@ -163,8 +165,47 @@ def _print_monitoring(result: RunResult, stream: TextIO) -> None:
             print(f"kiln: {v['message']}", file=stream)
 
 
-def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path: Any) -> int:
-    """Run a compiled spec as `kiln run` does (through compiler.ops.run); the exit code."""
+def early_cluster(args: argparse.Namespace, must_compile: bool) -> LocalClusterStart | None:
+    """Start the run's own local cluster now, before compiling, when tasks will surely run and
+    no cluster is configured: the notebook must be compiled (it changed since its last run, or
+    never ran), or --no-cache / --force. An unchanged notebook plans first and starts no
+    cluster when every task is cached (`kiln run` again: no Dask at all)."""
+    if args.scheduler or getattr(args, "scheduler_file", None):
+        return None
+    if not (must_compile or args.no_cache or args.force):
+        return None
+    from compiler.runtime.cluster import configured_scheduler_address, warm_cluster_address
+
+    if configured_scheduler_address(None) or warm_cluster_address():
+        return None
+    return LocalClusterStart(args.workers)
+
+
+def run_command(
+    args: argparse.Namespace,
+    spec: Mapping[str, Any],
+    notebook_path: Any,
+    cluster_start: LocalClusterStart | None = None,
+) -> int:
+    """Run a compiled spec as `kiln run` does (through compiler.ops.run); the exit code.
+    `cluster_start`: the run's local cluster, already starting (see `early_cluster`)."""
+    try:
+        return _run_command(args, spec, notebook_path, cluster_start)
+    finally:
+        if cluster_start is not None:
+            # The run did not take it: refused before it started (bad parameters), and the
+            # message is shown without waiting for the cluster to come up.
+            cluster_start.discard(wait=False)
+
+
+def _run_command(
+    args: argparse.Namespace,
+    spec: Mapping[str, Any],
+    notebook_path: Any,
+    cluster_start: LocalClusterStart | None,
+) -> int:
+    from compiler.ops.run import RunRefused, prepare_run, run_notebook
+
     try:
         prepared = prepare_run(
             Path(notebook_path), spec=spec, raw_parameters=dict(args.parameters or [])
@@ -200,6 +241,7 @@ def run_command(args: argparse.Namespace, spec: Mapping[str, Any], notebook_path
             lineage_db=getattr(args, "lineage_db", None),
             record_lineage=not getattr(args, "no_lineage", False),
             working_dir=getattr(args, "workdir", None),
+            cluster_start=cluster_start,
         )
     except (ResourceUnavailable, ValueError, OSError, TimeoutError) as exc:
         print(f"kiln: the run could not start: {exc}", file=sys.stderr)

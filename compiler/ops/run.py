@@ -28,6 +28,7 @@ from compiler.model.diagnostics import Diagnostic
 from compiler.model.events import Listener
 from compiler.model.ids import new_run_id
 from compiler.runtime.cache import ArtifactStore
+from compiler.runtime.cluster import LocalClusterStart
 from compiler.runtime.driver import run_pipeline
 from compiler.runtime.parameters import coerce_parameters, resolve_parameters
 from compiler.runtime.results import RunResult
@@ -101,6 +102,7 @@ def run_notebook(
     notebook_json: Mapping[str, Any] | None = None,
     cell_events: bool = False,
     cell_timeout: float | None = None,
+    cluster_start: LocalClusterStart | None = None,
 ) -> RunResult:
     """Run a prepared notebook on Dask, recorded in lineage (`lineage_db`: a SQLAlchemy URL;
     default $KILN_LINEAGE_DB, else `.kiln/lineage.db` beside the notebook, or in
@@ -128,6 +130,7 @@ def run_notebook(
         notebook_json=notebook_json,
         cell_events=cell_events,
         cell_timeout=cell_timeout,
+        cluster_start=cluster_start,
     )
 
 
@@ -155,10 +158,11 @@ def run_spec(
     notebook_json: Mapping[str, Any] | None = None,
     cell_events: bool = False,
     cell_timeout: float | None = None,
+    cluster_start: LocalClusterStart | None = None,
 ) -> RunResult:
     """A compiled spec through the runtime, with the lineage recorder as one more listener.
     `cancel`: see run_pipeline (the server's Cancel sets it). `notebook_json`, `cell_events`,
-    `cell_timeout`: see runtime.driver.run_pipeline."""
+    `cell_timeout`, `cluster_start`: see runtime.driver.run_pipeline."""
     run_id = run_id or new_run_id()
     notebook = Path(notebook_path).resolve()
     workdir = Path(working_dir).resolve() if working_dir else None
@@ -214,6 +218,7 @@ def run_spec(
             cell_events=cell_events,
             cell_timeout=cell_timeout,
             baseline=baseline,
+            cluster_start=cluster_start,
         )
     except BaseException as exc:
         recorder = opening.wait() if opening is not None else None

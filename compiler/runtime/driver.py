@@ -33,6 +33,7 @@ from compiler.runtime import notebook_output
 from compiler.runtime.cache import ArtifactStore, load_outputs, written_file_fingerprints
 from compiler.runtime.cluster import (
     ClusterSession,
+    LocalClusterStart,
     Placement,
     larger_memory_placement,
     open_cluster,
@@ -106,8 +107,12 @@ class Driver:
         cell_events: bool = False,
         cell_timeout: float | None = None,
         baseline: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None,
+        cluster_start: LocalClusterStart | None = None,
     ):
         self.spec = spec
+        # A local cluster the caller began starting before it compiled: used instead of
+        # opening one, closed unused when the plan runs nothing.
+        self.cluster_start = cluster_start
         # Set from another thread (the server's Cancel); the loop feeds CancelRun to the state.
         self.cancel = cancel
         self.notebook = notebook_json  # compiled content that is not the file on disk, or None
@@ -166,7 +171,9 @@ class Driver:
             placements = self._connect_and_place(plan.may_run) if plan.may_run else {}
         except BaseException:
             self._close_session()
+            self._discard_cluster_start()
             raise
+        self._discard_cluster_start()  # every task cached: the early cluster is not needed
         self.state = RunState(
             self.spec,
             plan,
@@ -457,8 +464,17 @@ class Driver:
 
     def _open_session(self) -> ClusterSession:
         if self.session is None:
-            self.session = open_cluster(self.scheduler, self.workers, self.memory_limit)
+            if self.cluster_start is not None:
+                start, self.cluster_start = self.cluster_start, None
+                self.session = start.session()
+            else:
+                self.session = open_cluster(self.scheduler, self.workers, self.memory_limit)
         return self.session
+
+    def _discard_cluster_start(self) -> None:
+        if self.cluster_start is not None:
+            start, self.cluster_start = self.cluster_start, None
+            start.discard()
 
     def _close_session(self) -> None:
         if self.session is not None:
@@ -540,7 +556,9 @@ class Driver:
                 spec=self.spec.raw,
                 result=result,
                 cells_by_task=self.state.cells_by_task(),
+                owned=True,  # the run's own snapshot, not used after this
             )
+            self.notebook_snapshot = None
             result.output_notebook = str(path)
         self.listener(
             RunEvent(
@@ -575,6 +593,7 @@ def run_pipeline(
     cell_events: bool = False,
     cell_timeout: float | None = None,
     baseline: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None = None,
+    cluster_start: LocalClusterStart | None = None,
 ) -> RunResult:
     """Run a compiled pipeline spec on Dask and write its output notebook.
 
@@ -598,7 +617,8 @@ def run_pipeline(
     `cell_timeout`: a limit in seconds on each cell (papermill's --execution-timeout).
     `baseline` ({run_id, metrics, profiles}, see lineage.metrics.load_baseline) is what the
     spec's relative checks and input drift are judged against (none: relative checks are not
-    judged, drift not scored).
+    judged, drift not scored). `cluster_start`: a run's own local cluster already being started
+    (cluster.LocalClusterStart), used instead of starting one; closed here if no task runs.
     """
     typed = PipelineSpec.from_dict(spec)
     notebook = Path(notebook_path).resolve()
@@ -641,5 +661,6 @@ def run_pipeline(
         cell_events=cell_events,
         cell_timeout=cell_timeout,
         baseline=baseline,
+        cluster_start=cluster_start,
     )
     return driver.execute()

@@ -127,8 +127,18 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+# Byte-compiled modules, as an installed Kiln has them (pip writes .pyc files on install). A
+# checkout run with PYTHONDONTWRITEBYTECODE=1 and no __pycache__ compiles every imported
+# module of the CLI from source in every timed process (~0.15-0.25 s of each `kiln run` here),
+# a cost no user pays and papermill (installed) does not pay either. Set by `main`.
+PYCACHE: Path | None = None
+
+
 def run_quiet(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
     env = {**(env or os.environ), "PYTHONPATH": str(REPO)}
+    if PYCACHE is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
@@ -154,6 +164,21 @@ def kiln_run_command(notebook: Path, spec_file: Path) -> list[str]:
 
 
 # -- 1 and 2: two CPU-heavy branches -------------------------------------------------------------
+
+# The floor of a cold run: a fresh Python that starts a LocalCluster like Kiln's (one
+# single-threaded worker process per CPU, dashboard on) and runs the same two functions.
+RAW_DASK_COLD = """import logging, os
+from distributed import Client, LocalCluster
+
+{source}
+
+if __name__ == "__main__":
+    with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
+        left, right = client.submit(spin, {loops}), client.submit(spin, {loops})
+        print(left.result(), right.result())
+"""
 
 
 def bench_branches(folder: Path, loops: int, repeat: int) -> dict[str, float]:
@@ -191,9 +216,16 @@ def bench_branches(folder: Path, loops: int, repeat: int) -> dict[str, float]:
     scheduler_file = folder / "scheduler.json"
     env = {**os.environ, "DASK_KILN__SCHEDULER_FILE": str(scheduler_file)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    papermill, cold, cached, warm_cluster = [], [], [], []
+    raw_script = folder / "raw_dask.py"
+    raw_script.write_text(RAW_DASK_COLD.format(source=BRANCH_SOURCE.split("\n\n")[0], loops=loops))
+    raw_command = [PY, str(raw_script)]
+    # Every program once untimed: byte-compiles what each imports (see PYCACHE).
+    for warm_up in (papermill_command, raw_command, command):
+        run_quiet(warm_up, folder, env)
+    papermill, raw, cold, cached, warm_cluster = [], [], [], [], []
     for _ in range(repeat):
         papermill.append(timed(lambda: run_quiet(papermill_command, folder)))
+        raw.append(timed(lambda: run_quiet(raw_command, folder, env)))
         shutil.rmtree(folder / ".kiln", ignore_errors=True)
         cold.append(timed(lambda: run_quiet(command, folder, env)))
         cached.append(timed(lambda: run_quiet(command, folder, env)))
@@ -216,6 +248,7 @@ def bench_branches(folder: Path, loops: int, repeat: int) -> dict[str, float]:
     in_process = timed(lambda: run_pipeline(spec, notebook_path=notebook))
     return {
         "papermill": min(papermill),
+        "raw_dask_cold": min(raw),
         "kiln_cold": min(cold),
         "kiln_warm_cluster": min(warm_cluster),
         "kiln_cached_cli": min(cached),
@@ -365,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ensure_kernel()
     folder = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    global PYCACHE
+    PYCACHE = folder / "pycache"
     print(f"kiln runtime benchmark ({'quick' if args.quick else 'full'}), cpus={os.cpu_count()}")
     rows: list[tuple[str, ...]] = []
     try:
@@ -374,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             pm = b["papermill"]
             rows += [
                 _row("papermill, two branches", pm, "s", None, "", None),
+                _row("raw Dask, cold (the floor)", b["raw_dask_cold"], "s", pm, "papermill", None),
                 _row("kiln run, cold", b["kiln_cold"], "s", pm, "papermill", 0.58),
                 _row(
                     "kiln run, kiln cluster running",
