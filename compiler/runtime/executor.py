@@ -652,9 +652,12 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
 def _isolated() -> Iterator[None]:
     """What one task changes in its worker process goes away with it, as if the next task (of
     this run or of another notebook's, on a long-lived cluster) had a fresh kernel: environment
-    variables, sys.path, the working directory and matplotlib's rcParams and open figures. The
-    user namespace is reset by `fresh_namespace`. Costs two small dict copies per task (and one
-    of rcParams' ~300 entries once the worker has imported matplotlib)."""
+    variables, sys.path, the working directory, matplotlib's rcParams and open figures, and
+    what `%config` set on the shell's configurables (`InlineBackend.figure_formats`). The user
+    namespace is reset by `fresh_namespace`. Costs two small dict copies per task (and one of
+    rcParams' ~300 entries once the worker has imported matplotlib), and reading the shell's
+    ~200 configurable traits (`_config_snapshot`)."""
+    configured = _config_snapshot(_SHELL)
     environ = _environ_snapshot()
     path = list(sys.path)
     cwd = os.getcwd()
@@ -670,6 +673,36 @@ def _isolated() -> Iterator[None]:
             with contextlib.suppress(OSError):
                 os.chdir(cwd)
         _reset_matplotlib(rc)
+        _restore_config(_SHELL, configured)
+
+
+def _config_snapshot(shell: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
+    """The configurable traits of what `%config` can set (the shell's configurables), by
+    object: `%config` assigns values, so the values themselves need no copy."""
+    if shell is None:
+        return {}
+    return {
+        id(c): (c, {name: getattr(c, name) for name in c.trait_names(config=True)})
+        for c in shell.configurables
+    }
+
+
+def _restore_config(shell: Any, saved: dict[int, tuple[Any, dict[str, Any]]]) -> None:
+    """Put back what a task's `%config` changed, as a fresh kernel would have it. A configurable
+    the task made (matplotlib's InlineBackend, on its first figure) goes back to its defaults.
+    Setting a trait runs its observers, so `InlineBackend.figure_formats` re-registers the
+    shell's figure formatters."""
+    if shell is None:
+        return
+    for c in list(shell.configurables):
+        was = saved.get(id(c))
+        for name in c.trait_names(config=True):
+            try:
+                value = was[1][name] if was is not None and was[0] is c else c.trait_defaults(name)
+                if getattr(c, name) != value:
+                    setattr(c, name, value)
+            except Exception:  # a trait without a usable default: left as it is
+                continue
 
 
 def _environ_snapshot() -> dict[Any, Any]:
@@ -831,6 +864,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     cell_topic = topic if payload.get("cell_events") else None
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
     changed_inputs: list[dict[str, Any]] = []  # received values changed in place, where
+    arrival: dict[str, str] = {}  # their digests as they arrived (state.py compares them)
     with _isolated(), _in_notebook_folder(payload):
         try:
             with guard, monitor.watching():
@@ -848,11 +882,12 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                 # change it could not see (an unknown method, a library call) is reported.
                 watched = {n: v for n, v in inputs.items() if n not in payload["outputs"]}
                 before = digests(watched)
+                arrival = dict(before)
                 for spec_cell, cell in zip(payload["cells"], cells, strict=True):
                     if error is not None:
                         break
                     if current is not None and current.get("status") == "ok":
-                        changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
+                        changed_inputs += _newly_changed(before, watched, current)
                     current = cell
                     monitor.in_cell(spec_cell["cell_index"])
                     collector = OutputCollector()
@@ -869,7 +904,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                         error = _error_record(exc, spec_cell, collector, prefix)
                     _log_cell_event(worker, cell_topic, payload, cell, "cell_finished")
                 if current is not None and error is None:
-                    changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
+                    changed_inputs += _newly_changed(before, watched, current)
                 current = None
         except (TaskTimeout, MemoryError) as exc:
             # Delivered outside the cell's own code (between cells, in IPython internals).
@@ -902,6 +937,13 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                 }
             else:
                 values = {name: shell.user_ns[name] for name in payload["outputs"]}
+                # A received value changed in place, still bound to its name: handed on as an
+                # output like any other, since later cells of the notebook see the change (the
+                # run re-plans their inputs, state.py `_reexport`).
+                for change in changed_inputs:
+                    name = change["name"]
+                    if name not in values and shell.user_ns.get(name) is inputs.get(name):
+                        values[name] = inputs[name]
         monitored = monitor.collect(shell.user_ns, values) if error is None else {}
         fresh_namespace(shell, {})  # drop references so memory is freed between tasks
 
@@ -922,6 +964,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "error": error,
         "outputs": {},
         "changed_inputs": changed_inputs,
+        "input_digests": arrival,
         **monitored,
     }
     if error is not None:
@@ -934,13 +977,14 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
 
 
 def _newly_changed(
-    before: dict[str, str], ns: Mapping[str, Any], received: Mapping[str, Any], cell: dict
+    before: dict[str, str], received: Mapping[str, Any], cell: dict
 ) -> list[dict[str, Any]]:
-    """Watched inputs whose object is still the one received and whose content changed since
-    the last check (each is reported once, at the cell after which it was first seen)."""
+    """Watched inputs whose received object's content changed since the last check (each is
+    reported once, at the cell after which it was first seen). The object is digested even
+    when the name was rebound: its producer's in-memory value is what changed."""
     found = []
     for name, digest in list(before.items()):
-        if name in ns and ns[name] is received[name] and value_digest(ns[name]) != digest:
+        if value_digest(received[name]) != digest:
             found.append(
                 {"name": name, "cell_index": cell["cell_index"], "cell_id": cell["cell_id"]}
             )
