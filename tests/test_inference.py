@@ -670,7 +670,12 @@ def test_an_earlier_reader_that_shared_the_changed_object_reruns_from_the_store(
     assert state.from_store("look") == {"make"}  # the stored, unchanged value
     fresh = {**OK, "input_digests": {"items": "1"}}
     state.handle(AttemptSucceeded("look", key_of(state, "look"), fresh, 0.4))
-    state.handle(AttemptSucceeded("report", key_of(state, "report"), OK, 0.5))
+    # report was running with make's items when grow reported: its attempt is let finish
+    # (what it changes in place still counts), then it runs again with grow's.
+    voided = state.handle(AttemptSucceeded("report", key_of(state, "report"), OK, 0.5))
+    assert ("report", "retrying") in statuses(voided) and submits(voided) == ["report"]
+    assert state.producers_of("report") == {"items": "grow"}
+    state.handle(AttemptSucceeded("report", key_of(state, "report"), OK, 0.6))
     assert state.result(parameters={}, dashboard=None, store_url=None).status == "succeeded"
 
 
@@ -730,3 +735,38 @@ def test_a_cached_run_replays_the_reexport_and_keeps_the_readers_cache_hit():
     ]
     result = state.result(parameters={}, dashboard=None, store_url=None)
     assert result.task("grow").warnings[0]["name"] == "items"
+
+
+def test_a_change_seen_first_by_a_reader_it_reached_is_put_right_when_its_author_reports():
+    """grow changed make's items while a transfer copied it to look's worker; look (before grow
+    in the notebook, its arrival digest unknown: arrays start from the producer's digest)
+    reports the change first and is taken for its author. When grow reports, look reruns from
+    the store and what it re-exported goes back to make."""
+    from compiler.runtime.state import AttemptSucceeded, Started
+    from tests.test_runtime_state import OK, key_of, state_for, statuses, submits
+
+    state = state_for(_changing_pipeline(early_reader=True))
+    state.handle(Started(0.0))
+    state.handle(AttemptSucceeded("make", key_of(state, "make"), MADE, 0.1))
+    seen = {**GREW, "changed_inputs": [{"name": "items", "cell_index": 1, "cell_id": "c-look"}]}
+    seen.pop("input_digests")
+    state.handle(AttemptSucceeded("look", key_of(state, "look"), seen, 0.2))
+    assert state.producers_of("grow") == {"items": "make"}  # its attempt in flight
+    grew = {**GREW}
+    grew.pop("input_digests")
+    decided = state.handle(AttemptSucceeded("grow", key_of(state, "grow"), grew, 0.3))
+    assert ("look", "retrying") in statuses(decided) and ("grow", "retrying") in statuses(decided)
+    assert state.from_store("look") == {"make"}
+    assert state.producers_of("look") == {"items": "make"}
+    assert state.producers_of("grow") == {"items": "make"}  # look's re-export is undone
+    assert set(submits(decided)) >= {"look", "grow"}
+    state.handle(AttemptSucceeded("look", key_of(state, "look"), OK, 0.4))
+    state.handle(AttemptSucceeded("grow", key_of(state, "grow"), GREW, 0.5))
+    state.handle(AttemptSucceeded("report", key_of(state, "report"), OK, 0.6))
+    if state.current_key("report") is not None:  # voided: it ran while things changed
+        state.handle(AttemptSucceeded("report", key_of(state, "report"), OK, 0.7))
+    result = state.result(parameters={}, dashboard=None, store_url=None)
+    assert result.status == "succeeded"
+    assert state.producers_of("report") == {"items": "grow"}
+    assert [w["task"] for w in result.task("grow").warnings] == ["grow"]
+    assert not result.task("look").warnings

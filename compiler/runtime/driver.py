@@ -357,6 +357,8 @@ class Driver:
             cell_events=self.cell_events,
         )
         payload.update(monitor_payload(self.spec.raw, task))
+        # The producers' content digests: the worker's input-change check starts from them.
+        payload["input_digests"] = self.state.expected_digests(task.name)
         placement: Placement = self.state.placement(task.name) or Placement()
         self.futures[task.name] = self.session.client.submit(
             execute_task,

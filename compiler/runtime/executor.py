@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compiler.runtime.cache import store_at
-from compiler.runtime.digest import digests, value_digest
+from compiler.runtime.digest import InputCheck, value_digest
 from compiler.runtime.monitor import TaskMonitor
 from compiler.runtime.rebind import bind_to_namespace
 
@@ -864,7 +864,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     cell_topic = topic if payload.get("cell_events") else None
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
     changed_inputs: list[dict[str, Any]] = []  # received values changed in place, where
-    arrival: dict[str, str] = {}  # their digests as they arrived (state.py compares them)
+    check: InputCheck | None = None
     with _isolated(), _in_notebook_folder(payload):
         try:
             with guard, monitor.watching():
@@ -881,13 +881,12 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                 # Inputs the compiler saw no change to: digested now and after each cell, so a
                 # change it could not see (an unknown method, a library call) is reported.
                 watched = {n: v for n, v in inputs.items() if n not in payload["outputs"]}
-                before = digests(watched)
-                arrival = dict(before)
+                check = InputCheck(watched, payload.get("input_digests"))
                 for spec_cell, cell in zip(payload["cells"], cells, strict=True):
                     if error is not None:
                         break
                     if current is not None and current.get("status") == "ok":
-                        changed_inputs += _newly_changed(before, watched, current)
+                        changed_inputs += check.after_cell(current, last=False)
                     current = cell
                     monitor.in_cell(spec_cell["cell_index"])
                     collector = OutputCollector()
@@ -904,7 +903,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                         error = _error_record(exc, spec_cell, collector, prefix)
                     _log_cell_event(worker, cell_topic, payload, cell, "cell_finished")
                 if current is not None and error is None:
-                    changed_inputs += _newly_changed(before, watched, current)
+                    changed_inputs += check.after_cell(current, last=True)
                 current = None
         except (TaskTimeout, MemoryError) as exc:
             # Delivered outside the cell's own code (between cells, in IPython internals).
@@ -964,32 +963,20 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "error": error,
         "outputs": {},
         "changed_inputs": changed_inputs,
-        "input_digests": arrival,
+        # Digests as the inputs arrived (state.py compares them with their producers'), and
+        # what the input-change check cost.
+        "input_digests": check.arrival if check is not None else {},
+        "check_seconds": check.seconds if check is not None else 0.0,
         **monitored,
     }
     if error is not None:
         _log_event(worker, topic, {"kind": "failed", **record})
         raise TaskFailed(record)
 
-    record["outputs"] = _describe_and_store(values, payload.get("store_url"))
+    record["outputs"], digest_seconds = _describe_and_store(values, payload.get("store_url"))
+    record["check_seconds"] += digest_seconds  # its readers' check starts from these digests
     _log_event(worker, topic, {"kind": "record", **record})
     return {"values": values, "record": record}
-
-
-def _newly_changed(
-    before: dict[str, str], received: Mapping[str, Any], cell: dict
-) -> list[dict[str, Any]]:
-    """Watched inputs whose received object's content changed since the last check (each is
-    reported once, at the cell after which it was first seen). The object is digested even
-    when the name was rebound: its producer's in-memory value is what changed."""
-    found = []
-    for name, digest in list(before.items()):
-        if value_digest(received[name]) != digest:
-            found.append(
-                {"name": name, "cell_index": cell["cell_index"], "cell_id": cell["cell_id"]}
-            )
-            del before[name]
-    return found
 
 
 def _cpu_seconds() -> float:
@@ -1038,14 +1025,21 @@ def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
         fresh_namespace(shell, {})
 
 
-def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dict[str, Any]:
+def _describe_and_store(
+    values: Mapping[str, Any], store_url: str | None
+) -> tuple[dict[str, Any], float]:
+    """Each output's description and store digest, and the seconds its content digests took."""
     described: dict[str, Any] = {}
     store = store_at(store_url) if store_url else None
+    seconds = 0.0
     for name, value in values.items():
         info = describe_value(value)
-        # The content digest compares a task's value with a top-to-bottom run (`kiln verify`);
-        # the store's digest is of the stored bytes.
+        # The content digest compares a task's value with a top-to-bottom run (`kiln verify`)
+        # and is where its readers' input-change check starts; the store's digest is of the
+        # stored bytes.
+        started = time.perf_counter()
         info["content_digest"] = value_digest(value)
+        seconds += time.perf_counter() - started
         info["digest"] = None
         if store is not None:
             try:
@@ -1053,7 +1047,7 @@ def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dic
             except Exception as exc:  # unpicklable values still flow in memory, uncached
                 info["store_error"] = f"{type(exc).__name__}: {exc}"
         described[name] = info
-    return described
+    return described, seconds
 
 
 def _error_output(exc: BaseException) -> dict[str, Any]:

@@ -205,6 +205,7 @@ class TaskState:
     ran_sources: dict[str, str] = field(default_factory=dict)  # sources of its result
     arrival: dict[str, str] = field(default_factory=dict)  # input digests as they arrived
     fresh: bool = False  # rerun: its inputs come from the store, not from shared memory
+    rerun_after: str | None = None  # the attempt in flight is void: why it runs again after
     reruns: int = 0
 
 
@@ -264,6 +265,8 @@ class RunState:
         # shares the object hands the changed one on, so readers get them from the store.
         self.tainted: dict[str, set[str]] = {}
         self.released: set[str] = set()  # tasks whose futures the driver dropped
+        # (task, name) -> (the producer it had, readers switched to the task's re-export)
+        self.switched: dict[tuple[str, str], tuple[str, list[str]]] = {}
 
     # -- the one entry point ---------------------------------------------------------------------
     def handle(self, event: Any) -> list[Instruction]:
@@ -317,6 +320,15 @@ class RunState:
         """name -> the task whose value the current attempt receives."""
         st = self.tasks[task]
         return dict(st.attempt_sources or st.sources)
+
+    def expected_digests(self, task: str) -> dict[str, str]:
+        """name -> content digest of the value the current attempt receives, where known."""
+        found = {}
+        for name, producer in self.producers_of(task).items():
+            digest = self._content_digest(producer, name)
+            if digest:
+                found[name] = digest
+        return found
 
     def from_store(self, task: str) -> frozenset[str]:
         """Producers whose values the current attempt loads from the store afresh (their
@@ -464,15 +476,11 @@ class RunState:
         self.deadlines.pop(st.spec.name, None)
 
     def _succeeded(self, st: TaskState, record: Mapping[str, Any]) -> None:
-        stale = self._received_changed_value(st, record)
+        stale = st.rerun_after or self._received_changed_value(st, record)
         if stale is not None:
             # It may have read a value another task changed in place (a worker shares the
-            # object): run it again with the value from the store.
-            self._end_attempt(st)
-            entry = self._attempt_entry(st, dict(record), FAILED)
-            entry["retry"] = stale
-            st.result.attempt_log.append(entry)
-            self._rerun(st, stale)
+            # object), or what it read changed since: run it again, its inputs from the store.
+            self._void_attempt(st, record, stale)
             return
         self._end_attempt(st)
         # Its values are new objects: whatever changed the old ones in place is behind it.
@@ -544,6 +552,9 @@ class RunState:
                 continue
             if _position(t.spec) > position:
                 self._switch_source(t, name, st.spec.name)
+                self.switched.setdefault((st.spec.name, name), (producer, []))[1].append(
+                    t.spec.name
+                )
                 status = t.result.status
                 if status in FINAL_STATES and status != CANCELLED:
                     same = t.ran_sources.get(name) == st.spec.name and not st.changed
@@ -556,16 +567,14 @@ class RunState:
                     self._rerun(t, f"reran: {st.spec.name!r} changed {name!r} in place")
                 else:
                     replanned.append(t.spec.name)
-            elif executed and not t.result.cached and producer not in t.attempt_from_store:
-                if t.result.status not in (DONE, FAILED):
-                    continue  # in flight: checked when it reports; not yet run: from the store
-                expected = self._content_digest(producer, name)
-                if t.result.status == FAILED or t.arrival.get(name) != expected or not expected:
-                    rerun.append(t.spec.name)
-                    self._rerun(t, f"reran with {name!r} as {producer!r} made it")
+            elif executed and self._may_have_read_changed(t, producer, name):
+                rerun.append(t.spec.name)
+                self._rerun(t, f"reran with {name!r} as {producer!r} made it")
         cell = change.get("cell_index")
         line = change.get("line")
-        where = f"cell {cell}" + (f", line {line}" if line is not None else "")
+        first = change.get("first_cell_index")
+        where = f"cells {first}-{cell}" if first is not None else f"cell {cell}"
+        where += f", line {line}" if line is not None else ""
         readers = sorted({*replanned, *rerun})
         handed = (
             f"; the run handed the changed value on to {', '.join(map(repr, readers))}"
@@ -611,6 +620,37 @@ class RunState:
         info = self.tasks[producer].result.outputs.get(name) or {}
         return info.get("content_digest")
 
+    def _may_have_read_changed(self, t: TaskState, producer: str, name: str) -> bool:
+        """Whether `t`'s result may rest on `producer`'s `name` as another task changed it in
+        memory: it ran (not from the cache or the store), and its arrival digest is not the
+        producer's (or unknown)."""
+        if t.result.cached or producer in t.attempt_from_store:
+            return False
+        if t.result.status not in (DONE, FAILED):
+            return False  # in flight: checked when it reports; not yet run: from the store
+        expected = self._content_digest(producer, name)
+        return t.result.status == FAILED or not expected or t.arrival.get(name) != expected
+
+    def _void_attempt(self, st: TaskState, record: Mapping[str, Any], reason: str) -> None:
+        """An attempt whose result is not used; what it changed in place still counts (a
+        worker may hand the changed object to the next reader, which reruns)."""
+        self._end_attempt(st)
+        for change in record.get("changed_inputs") or []:
+            name = str(change.get("name"))
+            producer = st.attempt_sources.get(name)
+            if producer is None:
+                continue
+            self.tainted.setdefault(producer, set()).add(name)
+            for t in self.tasks.values():
+                if t is not st and t.ran_sources.get(name) == producer:
+                    if self._may_have_read_changed(t, producer, name):
+                        self._rerun(t, f"reran with {name!r} as {producer!r} made it")
+        st.rerun_after = None
+        entry = self._attempt_entry(st, dict(record), FAILED)
+        entry["retry"] = reason
+        st.result.attempt_log.append(entry)
+        self._rerun(st, reason)
+
     def _received_changed_value(self, st: TaskState, record: Mapping[str, Any]) -> str | None:
         """Why this attempt may have read a value another task changed in place (it shared the
         object on a worker), or None."""
@@ -631,6 +671,11 @@ class RunState:
         again too."""
         name = st.spec.name
         was_final = st.result.status in FINAL_STATES
+        if st.current_key is not None and st.reruns < MAX_RERUNS:
+            # Let the attempt finish rather than cancel it: what it changes in place is then
+            # noticed (a cancelled attempt's report would be ignored); it runs again after.
+            st.rerun_after = reason
+            return
         if st.reruns >= MAX_RERUNS:
             if not was_final or st.result.status in (DONE, CACHED):
                 if not was_final:
@@ -655,6 +700,15 @@ class RunState:
             self.unfinished += 1
             for producer in set(st.sources.values()):
                 self.tasks[producer].consumers_left += 1
+        # What it re-exported last time may not be so again: its readers go back to the value's
+        # producer, and take it from there again if this attempt re-exports it too.
+        reverted: set[str] = set()
+        for key in [k for k in self.switched if k[0] == name]:
+            producer, readers = self.switched.pop(key)
+            for reader in readers:
+                if self.tasks[reader].sources.get(key[1]) == name:
+                    self._switch_source(self.tasks[reader], key[1], producer)
+                    reverted.add(reader)
         r = st.result
         r.status = WAITING
         r.cached = False
@@ -673,12 +727,12 @@ class RunState:
         if cascade:
             for child in list(self.downstream[name]):
                 cst = self.tasks[child]
-                if name not in self._upstream_of(cst):
+                if name not in self._upstream_of(cst) and child not in reverted:
                     continue
                 if cst.result.status in FINAL_STATES or cst.current_key is not None:
                     if cst.result.status != CANCELLED:
                         self._rerun(cst, f"reran: {name!r}, which it reads, runs again")
-                else:
+                elif name in self._upstream_of(cst):
                     cst.waiting_on.add(name)
         if not st.waiting_on:
             self._ready.append(st)
@@ -704,6 +758,9 @@ class RunState:
     def _attempt_failed(
         self, st: TaskState, error: dict[str, Any], record: dict[str, Any], now: float
     ) -> None:
+        if st.rerun_after is not None:  # void anyway: what it read changed since it started
+            self._void_attempt(st, record, st.rerun_after)
+            return
         self._end_attempt(st)
         r = st.result
         entry = self._attempt_entry(st, record, FAILED)
@@ -898,6 +955,8 @@ class RunState:
             "resources": getattr(st.placement, "resources", None),
             # GPU-seconds count the GPUs this attempt was placed with (else the spec's).
             "cost": attempt_cost(record, held) if record else None,
+            # seconds its input-change check took (digesting received values, digest.py)
+            "check_seconds": record.get("check_seconds"),
         }
 
     def _manifest(self, st: TaskState, record: Mapping[str, Any]) -> dict[str, Any]:
