@@ -249,6 +249,23 @@ def test_names_the_compiler_cannot_see_are_warnings_naming_the_cell(tmp_path):
     assert not [d for d in diagnostics if d.severity == "error"]
 
 
+def test_a_star_import_of_the_notebooks_own_package_is_never_imported_at_compile_time(
+    tmp_path, monkeypatch
+):
+    # The notebook's folder is on sys.path (`kiln check` run from it): find_spec("mylib.tools")
+    # would import mylib, running the notebook's own code.
+    package = tmp_path / "mylib"
+    package.mkdir()
+    marker = tmp_path / "imported.txt"
+    (package / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (package / "tools.py").write_text("def helper():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tasks, diagnostics = _tasks(tmp_path, ["from mylib.tools import *", "from json import *"])
+    assert not marker.exists()
+    assert any(d.code == "unseen-names" and d.cell_index == 0 for d in diagnostics)
+    assert "loads" in tasks["t1"].binds  # an installed module's names still resolve
+
+
 def test_extensions_stores_and_namespace_updates_warn_and_provide_names(tmp_path):
     tasks, diagnostics = _tasks(
         tmp_path,
