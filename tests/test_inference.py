@@ -297,9 +297,46 @@ def test_a_read_in_a_branch_is_a_warning_when_nothing_binds_it(tmp_path):
     assert tasks["t1"].inputs == {"DEBUG": "t0"}
 
 
-def test_reading_the_output_history_is_a_warning(tmp_path):
-    _, diagnostics = _tasks(tmp_path, ["1 + 1", "print(_)"])
-    assert [(d.code, d.cell_index) for d in diagnostics] == [("previous-output", 1)]
+def test_the_output_history_is_an_edge_from_the_cell_that_showed_it(tmp_path):
+    tasks, diagnostics = _tasks(
+        tmp_path, ["1 + 1", "x = 3", "print('hi')", "x * 2;", "print(_, Out[1])"]
+    )
+    # `_` is cell 0's result (cells 1-3 show nothing); Out[1] is the same cell, execution 1.
+    assert tasks["t4"].inputs == {"_kiln_out_1_0": "t0"}
+    assert tasks["t0"].outputs == ["_kiln_out_1_0"]
+    assert not [d for d in diagnostics if d.code == "previous-output"]
+
+
+HISTORY_CELLS = [
+    "import numpy as np\nvalues = np.arange(4)",
+    "values.sum()",
+    "values * 2",
+    "print('plain', _, __)",
+    "len(values);",
+    "print('out', Out[2], _3.tolist())",
+    "'text'",
+    "print('last', _, __, ___)",
+]
+
+
+@pytest.mark.timeout(300)
+def test_the_output_history_a_task_reads_is_the_kernels(tmp_path, capsys, dask_scheduler_address):
+    papermill = pytest.importorskip("papermill")
+    from compiler.cli import main as cli
+
+    cells = [(source, [f"task:t{i}"]) for i, source in enumerate(HISTORY_CELLS)]
+    notebook = make_notebook(tmp_path / "history.ipynb", cells)
+    kernel_out = tmp_path / "kernel.ipynb"
+    papermill.execute_notebook(
+        str(notebook), str(kernel_out), kernel_name="python3", cwd=str(tmp_path), progress_bar=False
+    )
+    expected = _printed(kernel_out)
+    assert expected[5] == "out 6 [0, 2, 4, 6]\n"
+    code = cli.main(["run", str(notebook), "--json", "--scheduler", dask_scheduler_address])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    got = _printed(Path(json.loads(captured.out)["output_notebook"]))
+    assert [got[i] for i in (3, 5, 7)] == [expected[i] for i in (3, 5, 7)]
 
 
 def test_a_helper_reading_a_global_gets_it_delivered_at_its_call_site(tmp_path):

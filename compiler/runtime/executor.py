@@ -18,6 +18,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -807,12 +808,48 @@ def summarize_value(value: Any) -> dict[str, Any]:
     return summary
 
 
-def _run_source(shell: Any, source: str, collector: OutputCollector) -> BaseException | None:
-    """Run one cell; the exception it raised (already recorded as an error output) or None."""
+def _run_source(
+    shell: Any, source: str, collector: OutputCollector, shown: list[Any] | None = None
+) -> BaseException | None:
+    """Run one cell; the exception it raised (already recorded as an error output) or None.
+    `shown` gets the result the cell displayed (None if none), as the kernel's `_` has it."""
     with _capturing(collector):
         result = shell.run_cell(source, store_history=True, silent=False)
+    if shown is not None:
+        shown.append(result.result)
     error = result.error_before_exec or result.error_in_exec
     return error
+
+
+# compile/dag.py OUTPUT_HISTORY_PREFIX: `_kiln_out_<execution count>_<cell index>` is the result
+# that cell displayed, handed from its task to one that reads `_` or `Out[n]`.
+_HISTORY_NAME = re.compile(r"_kiln_out_(\d+)_(\d+)")
+
+
+def _bind_output_history(ns: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """The kernel's output history as a top-to-bottom run has it when the task starts: `Out`
+    and `_<n>` hold each non-None result by execution count, `_`, `__`, `___` the last three."""
+    history = sorted(
+        (int(m.group(1)), value)
+        for name, value in inputs.items()
+        if (m := _HISTORY_NAME.fullmatch(name)) and value is not None
+    )
+    if not history and not any(_HISTORY_NAME.fullmatch(n) for n in inputs):
+        return
+    ns["Out"] = ns["_oh"] = dict(history)
+    for n, value in history:
+        ns[f"_{n}"] = value
+    last = [value for _, value in history[-3:]]
+    for name, value in zip(("___", "__", "_"), [""] * (3 - len(last)) + last, strict=True):
+        ns[name] = value
+
+
+def _shown(ns: dict[str, Any], value: Any) -> None:
+    """A cell of this task displayed `value`: `_` moves on, as in the kernel (whose own cache
+    is off on workers, InteractiveShell.cache_size = 0)."""
+    if value is None:
+        return
+    ns["___"], ns["__"], ns["_"] = ns.get("__", ""), ns.get("_", ""), value
 
 
 # -- the task --------------------------------------------------------------------------------
@@ -878,6 +915,13 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                             cells[0]["status"] = "error"
                     shell.user_ns.update(injected)  # parameters and inputs win over setup
                 bind_to_namespace(shell.user_ns, list(inputs))
+                _bind_output_history(shell.user_ns, inputs)
+                # Results this task's cells display that a later task reads as `_`/`Out[n]`.
+                history_outputs = {
+                    int(m.group(2)): name
+                    for name in payload["outputs"]
+                    if (m := _HISTORY_NAME.fullmatch(name))
+                }
                 # Inputs the compiler saw no change to: digested now and after each cell, so a
                 # change it could not see (an unknown method, a library call) is reported.
                 watched = {n: v for n, v in inputs.items() if n not in payload["outputs"]}
@@ -895,8 +939,13 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                     cell["started"] = time.time()
                     _log_cell_event(worker, cell_topic, payload, cell, "cell_started")
                     cell_started = guard.cell_started = time.monotonic()
-                    exc = _run_source(shell, spec_cell["source"], collector)
+                    shown: list[Any] = []
+                    exc = _run_source(shell, spec_cell["source"], collector, shown)
                     guard.cell_started = 0.0
+                    if exc is None and shown:
+                        _shown(shell.user_ns, shown[0])
+                        if spec_cell["cell_index"] in history_outputs:
+                            shell.user_ns[history_outputs[spec_cell["cell_index"]]] = shown[0]
                     cell["duration"] = time.monotonic() - cell_started
                     cell["status"] = "error" if exc is not None else "ok"
                     if exc is not None:
