@@ -20,9 +20,9 @@ from tests.nbutil import make_notebook
 TASKS: dict[str, str] = {
     "inline": "fig, ax = plt.subplots()\nax.plot([1, 3, 2])\nplt.show()\nx_inline = 1",
     "agg": "%matplotlib agg\nimport matplotlib\nprint(matplotlib.get_backend())\nx_agg = 1",
-    # The %config outlives the task on the worker (a known gap): put PNG back for later tests.
-    "config": "%config InlineBackend.figure_formats = ['svg']\nplt.plot([1, 2])\nplt.show()\n"
-    "%config InlineBackend.figure_formats = ['png']",
+    # No reset here: the executor puts %config back after each task, so a later figure test
+    # (test_runtime.py) sees PNG again, as in a fresh kernel.
+    "config": "%config InlineBackend.figure_formats = ['svg']\nplt.plot([1, 2])\nplt.show()",
     "env": "%env KILN_MAGIC_DEMO=42\nimport os\nprint(os.environ['KILN_MAGIC_DEMO'])",
     "cd": "import os\nos.makedirs('sub', exist_ok=True)\n%cd sub\nprint(os.getcwd())",
     "autoreload": "%load_ext autoreload\n%autoreload 2\nimport helper\nprint(helper.VALUE)",
@@ -89,6 +89,25 @@ def test_config_magic(magic_run):
     _, run, cells = magic_run
     assert _status(run, "config") == "done"
     assert "image/svg+xml" in cells["config"].outputs[0].data
+
+
+def _inline_figure_formats() -> list[str] | None:
+    """On a worker: the figure formats the next task's figures get, or None if no task has
+    drawn one there."""
+    from matplotlib_inline.config import InlineBackend
+
+    return sorted(InlineBackend.instance().figure_formats) if InlineBackend.initialized() else None
+
+
+def test_config_magic_ends_with_its_task(magic_run, dask_scheduler_address):
+    # The svg task ran on one of the cluster's workers; every worker draws PNG again after it,
+    # as the next notebook's fresh kernel would.
+    from distributed import Client
+
+    with Client(dask_scheduler_address) as client:
+        formats = client.run(_inline_figure_formats)
+    assert formats and all(f in (None, ["png"]) for f in formats.values()), formats
+    assert any(f == ["png"] for f in formats.values())
 
 
 def test_env_magic_sets_the_variable_for_the_task_only(magic_run):

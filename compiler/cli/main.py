@@ -93,16 +93,59 @@ def write_output_folder(out: Path, files: dict[str, str]) -> None:
         shutil.rmtree(retired, ignore_errors=True)
 
 
+def _last_run_warnings(notebook: str) -> list[dict[str, Any]]:
+    """What the notebook's last recorded run found that the compiler could not see (a value
+    changed in place), as diagnostics with the fix; none without a lineage store (never made
+    here) or when it cannot be read."""
+    from compiler.lineage.defaults import ENV_URL
+    from compiler.lineage.queries import last_run_warnings
+    from compiler.lineage.store import LineageStoreError, find_default_db, open_store
+
+    url = os.environ.get(ENV_URL)
+    if not url:
+        found = find_default_db(Path(notebook).resolve().parent)
+        if found is None:
+            return []
+        url = f"sqlite:///{found}"
+    try:
+        store = open_store(url, migrate=False)
+        try:
+            run_id, warnings = last_run_warnings(store, notebook)
+        finally:
+            store.engine.dispose()
+    except LineageStoreError:
+        return []
+    except Exception:  # an old or damaged store: the compile's own word stands
+        return []
+    return [
+        {
+            "severity": "warning",
+            "code": "input-changed-in-place",
+            "cell_index": w.get("cell_index"),
+            "line": w.get("line"),
+            "task": w.get("task"),
+            "fix": w.get("fix"),
+            "run_id": run_id,
+            "message": f"the last run ({run_id}) found: {w.get('message')}",
+        }
+        for w in warnings
+    ]
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     result, code = _compile_or_exit(args.notebook, show=False)
     if result is None:
         return code
+    found = _last_run_warnings(args.notebook)
     if args.json:
-        print(json.dumps(result.to_dict()["diagnostics"], indent=2))
+        print(json.dumps([*result.to_dict()["diagnostics"], *found], indent=2))
     else:
         _print_diagnostics(result.diagnostics, args.notebook, sys.stdout)
+        for w in found:
+            where = f"cell {w['cell_index']}" if w.get("cell_index") is not None else "run"
+            print(f"{args.notebook}: {where}: warning: {w['message']}")
         errors = sum(d.severity == "error" for d in result.diagnostics)
-        warnings = sum(d.severity == "warning" for d in result.diagnostics)
+        warnings = sum(d.severity == "warning" for d in result.diagnostics) + len(found)
         tasks = len(result.pipeline.tasks)
         print(f"{args.notebook}: {tasks} task(s), {errors} error(s), {warnings} warning(s)")
     return code

@@ -83,6 +83,10 @@ class ProgressDisplay:
                 self._redraw()
             elif event["status"] != "waiting":
                 print(f"  {line}", file=self.stream, flush=True)
+            for warning in event.get("warnings") or []:
+                # A value changed in place that the run re-exported: said once, with the fix.
+                print(f"kiln: warning: {warning['message']}", file=self.stream, flush=True)
+                self._drawn = 0
 
     def _run_event(self, event: Mapping[str, Any]) -> None:
         if event["status"] == "started":

@@ -59,6 +59,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if row.unchecked:
             parts.append("not comparable (no digest) " + ", ".join(row.unchecked))
         print(f"  {row.task}: {'; '.join(parts) or 'no outputs'}")
+    for task in result.tasks:
+        for warning in task.warnings:  # changed in place, unseen: re-exported by the run
+            print(f"kiln: warning: {warning['message']}")
     different = [r.task for r in verification.tasks if r.different or r.error]
     if different:
         print(f"kiln: the pipeline differs from the notebook in {', '.join(different)}")

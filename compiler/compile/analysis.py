@@ -128,11 +128,15 @@ def to_python(source: str) -> str:
     Plain Python is returned as is: the transformer is slow (~0.4 ms a cell) and only needed when
     the source is not already valid Python.
     """
+    return _parsed_python(source)[0]
+
+
+def _parsed_python(source: str) -> tuple[str, ast.Module | None]:
+    """`to_python`, and the tree when the source was plain Python (parsed once, not twice)."""
     try:
-        ast.parse(source)
-        return source
+        return source, ast.parse(source)
     except SyntaxError:
-        return _transformer().transform_cell(source)
+        return _transformer().transform_cell(source), None
 
 
 def _cell_magic(source: str) -> tuple[str, str, int] | None:
@@ -177,7 +181,7 @@ def analyse_cell(cell: Cell) -> CellAnalysis:
 # edit, and only edited cells are analysed again.
 @lru_cache(maxsize=16384)
 def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
-    python = to_python(cell.source)
+    python, parsed = _parsed_python(cell.source)
     magic = _cell_magic(cell.source)
     body_python, line_offset = python, 0
     opaque_binds: tuple[str, ...] = ()
@@ -201,7 +205,7 @@ def _analyse_cell_cached(cell: Cell) -> CellAnalysis:
                 if w in ("--out", "--err", "--proc") and words[i + 1].isidentifier()
             )
     try:
-        tree = ast.parse(body_python)
+        tree = parsed if parsed is not None and body_python is python else ast.parse(body_python)
         if _DEEP_INDENT.search(body_python):
             _parse_two_levels_down(body_python)
         if "return" in body_python or "yield" in body_python:
@@ -1014,17 +1018,23 @@ def star_import_names(module: str) -> tuple[str, ...] | None:
     import importlib.util
     import sysconfig
 
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+
+    def installed(name: str) -> bool:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return False
+        origin = (spec.origin or "") if spec is not None else ""
+        if origin in ("built-in", "frozen"):
+            return True
+        return any(origin.startswith(root.rstrip("/") + "/") for root in roots)
+
+    # The top-level package first: find_spec("pkg.sub") imports `pkg`, which for a package
+    # beside the notebook would run the notebook's own code at compile time.
+    top = module.partition(".")[0]
+    if not installed(top) or (top != module and not installed(module)):
         return None
-    if spec is None:
-        return None
-    origin = spec.origin or ""
-    if origin not in ("built-in", "frozen"):
-        roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-        if not any(origin.startswith(root.rstrip("/") + "/") for root in roots):
-            return None
     try:
         imported = importlib.import_module(module)
     except Exception:  # a library that fails to import: its names stay unknown

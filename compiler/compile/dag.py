@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -532,6 +533,105 @@ class _Resolution:
     # (name, producing task) -> tasks that received that value, in notebook order
     readers: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     order: dict[int, tuple[int, int]] = field(default_factory=dict)  # setup statement order
+    # Every code cell so far, in notebook order, with its task (None: setup, parameters): where
+    # `_` and `Out[n]` come from in a top-to-bottom run.
+    cells: list[tuple[CellAnalysis, Task | None]] = field(default_factory=list)
+
+
+# A displayed result handed on to a task that reads `_` or `Out[n]`: `_kiln_out_<n>_<cell>`,
+# n the cell's execution count in a top-to-bottom run (runtime/executor.py binds the history).
+OUTPUT_HISTORY_PREFIX = "_kiln_out_"
+_SURELY_SHOWN = (
+    ast.Name,
+    ast.Attribute,
+    ast.Subscript,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.BoolOp,
+    ast.List,
+    ast.Tuple,
+    ast.Dict,
+    ast.Set,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.JoinedStr,
+)
+
+
+def _displayed(analysis: CellAnalysis) -> tuple[bool, bool]:
+    """(shows a result, surely not None): the cell ends in an expression not silenced by `;`.
+    A call may return None (which the kernel does not keep); `print(...)` surely does."""
+    try:
+        tree = ast.parse(analysis.body_python)
+    except (SyntaxError, ValueError):
+        return False, False
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return False, False
+    if analysis.cell.source.rstrip().endswith(";"):
+        return False, False
+    value = tree.body[-1].value
+    if isinstance(value, ast.Call):
+        name = value.func.id if isinstance(value.func, ast.Name) else None
+        return name not in ("print", "display", "exec"), False
+    if isinstance(value, ast.Constant):
+        return value.value is not None, value.value is not None
+    return True, isinstance(value, _SURELY_SHOWN)
+
+
+def _output_history_inputs(task: Task, state: _Resolution, diagnostics: list[Diagnostic]) -> None:
+    """A task reading `_`, `__`, `___`, `_<n>` or `Out[...]` receives the results the cells
+    before it displayed, from their tasks: the cells up to the third surely shown result for
+    `_`, the cell with that execution count for `_<n>`, every one for `Out`."""
+    first = min(a.cell.index for a in task.cells)
+    shown: list[tuple[int, CellAnalysis, Task | None, bool]] = []
+    count = 0
+    for analysis, owner in state.cells:
+        if analysis.cell.index >= first:
+            break
+        if not analysis.cell.source.strip():
+            continue  # Jupyter does not execute an empty cell: no execution count
+        count += 1
+        displays, sure = _displayed(analysis)
+        if displays:
+            shown.append((count, analysis, owner, sure))
+    wanted: dict[int, tuple[CellAnalysis, Task | None]] = {}
+    names = {ev.name for ev in task.prev_outputs}
+    if "Out" in names:
+        wanted.update((n, (a, o)) for n, a, o, _ in shown)
+    for name in names:
+        if _OUTPUT_NAME_RE.fullmatch(name):
+            n = int(name[1:])
+            wanted.update((k, (a, o)) for k, a, o, _ in shown if k == n)
+    if names & {"_", "__", "___"}:
+        sure_seen = 0
+        for n, a, o, sure in reversed(shown):
+            wanted[n] = (a, o)
+            sure_seen += sure
+            if sure_seen >= 3:
+                break
+    for n, (analysis, owner) in sorted(wanted.items()):
+        if owner is None:
+            ev = task.prev_outputs[0]
+            diagnostics.append(
+                _diag(
+                    "warning",
+                    "previous-output",
+                    f"task {task.name!r} reads {ev.name!r}, the output history, and cell "
+                    f"{analysis.cell.index} (setup) shows a result that no task hands on; "
+                    "assign that value to a name and read the name",
+                    _event_cell(ev),
+                    ev.line,
+                    ev.col,
+                )
+            )
+            continue
+        if owner is not task:
+            task.inputs[f"{OUTPUT_HISTORY_PREFIX}{n}_{analysis.cell.index}"] = owner.name
+
+
+_OUTPUT_NAME_RE = re.compile(r"_\d+")
 
 
 def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
@@ -545,6 +645,7 @@ def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
             state.order[id(st)] = (i, k)
 
     for i, unit in enumerate(units):
+        state.cells.extend((analysis, unit.task) for analysis in unit.cells)
         if unit.kind in ("setup", "parameters"):
             by_stmt = {ev.stmt: ev for ev in unit.cells[0].events if ev.kind == "opaque"}
             for st in setup_by_unit[i]:
@@ -565,6 +666,8 @@ def resolve(units: list[_Unit], params: list[ParameterDef]) -> list[Diagnostic]:
             state.tasks[task.name] = task
             earlier = {k: stmts for k, stmts in setup_by_unit.items() if k < i}
             _resolve_task(task, state, earlier, diagnostics)
+            if task.prev_outputs:
+                _output_history_inputs(task, state, diagnostics)
             for name in task.binds:
                 state.bindings[name] = ("task", task)
             for name in task.deletes:
@@ -653,6 +756,8 @@ def _resolve_task(
         if bound is None or bound[0] == "deleted":
             if ev.name in BUILTIN_NAMES and bound is None:
                 continue
+            if bound is None and _OUTPUT_NAME_RE.fullmatch(ev.name) and task.prev_outputs:
+                continue  # `_<n>`: the output history (`_output_history_inputs`)
             if ev.kind in ("deferred", "fn-free") and ev.name in task.binds:
                 # A setup function reads its globals when called: one the task binds itself
                 # (`frame = ...; summarize()`) is there by then.
@@ -675,21 +780,6 @@ def _resolve_task(
                 needed_setup[id(source)] = source
                 pending.extend(source.reads)
     _same_producer_for_aliases(task, state)
-    for ev in task.prev_outputs[:1]:
-        cell = _event_cell(ev)
-        diagnostics.append(
-            _diag(
-                "warning",
-                "previous-output",
-                f"task {task.name!r} reads {ev.name!r} (cell {cell.index if cell else '?'}, "
-                f"line {ev.line}), the output history of the kernel: a task starts with an "
-                "empty history, so it does not hold what an earlier cell showed; assign that "
-                "value to a name and read the name",
-                cell,
-                ev.line,
-                ev.col,
-            )
-        )
     for name, producer in task.inputs.items():
         readers = state.readers.setdefault((name, producer), [])
         if name in task.mutated:

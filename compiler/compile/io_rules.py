@@ -254,11 +254,29 @@ def _prune_value(key: str, value: Any, present: frozenset[str]) -> Any:
     return value  # kind, regex, nthChild, range, matches: nothing to prune
 
 
+@cache
+def _rules_by_word() -> tuple[tuple[IORule, ...], dict[str, tuple[int, ...]], frozenset[int]]:
+    """The rules, which of them each word can bring to life, and those that may match a source
+    with none of their words: a cell then looks at its few candidate rules, not at all."""
+    rules = load_rules()
+    by_word: dict[str, list[int]] = {}
+    for index, rule in enumerate(rules):
+        for word in rule.words:
+            by_word.setdefault(word, []).append(index)
+    wordless = frozenset(i for i, r in enumerate(rules) if _live_rule(r, frozenset()) is not False)
+    return rules, {w: tuple(i) for w, i in by_word.items()}, wordless
+
+
 def _live_rules(source: str) -> list[tuple[int, IORule, Mapping[str, Any]]]:
     """(index, rule, what of it can match) for each rule that can match `source`."""
     present = _words(source)
+    rules, by_word, wordless = _rules_by_word()
+    candidates = set(wordless)
+    for word in present & by_word.keys():
+        candidates.update(by_word[word])
     live: list[tuple[int, IORule, Mapping[str, Any]]] = []
-    for index, rule in enumerate(load_rules()):
+    for index in sorted(candidates):
+        rule = rules[index]
         pruned = _live_rule(rule, rule.words & present)
         if pruned is True:  # nothing positive left to anchor on: keep the rule whole
             pruned = rule.rule

@@ -576,3 +576,24 @@ def diff_runs(store: LineageStore, run_a: str, run_b: str) -> dict[str, Any]:
         "outputs": outputs,
         "output_files": _changed_pairs(_files_by_path(a.writes), _files_by_path(b.writes), "path"),
     }
+
+
+def last_run_warnings(store: LineageStore, notebook: str | Path) -> tuple[str | None, list[Any]]:
+    """(run id, warnings) of the notebook's latest recorded run: the values its tasks changed in
+    place without the compiler knowing (runtime/state.py `_reexport`), each with its fix, so
+    `kiln check` can say what the compiler needs."""
+    latest = list_runs(store, notebook, limit=1)
+    if not latest:
+        return None, []
+    run_id = str(latest[0]["run_id"])
+    found: list[Any] = []
+    with store.reading() as connection:
+        for (log,) in connection.execute(
+            select(task_runs.c.attempt_log)
+            .where(task_runs.c.run_id == run_id)
+            .order_by(task_runs.c.id)
+        ):
+            entries = [e for e in log or [] if isinstance(e, dict) and e.get("warnings")]
+            if entries:  # the last attempt that finished says what this notebook still does
+                found.extend(w for w in entries[-1]["warnings"] if isinstance(w, dict))
+    return run_id, found

@@ -509,6 +509,11 @@ class RunRecorder:
             }
             if event.get("cache_error"):
                 entry["cache_error"] = event["cache_error"]  # outputs the store did not take
+            if event.get("warnings"):
+                entry["warnings"] = list(event["warnings"])  # values changed in place, the fix
+            values["attempt_log"] = self._log_attempt(name, entry)
+        elif event.get("warnings"):  # a cache hit re-exports what its run changed in place
+            entry = {"status": "cached", "warnings": list(event["warnings"])}
             values["attempt_log"] = self._log_attempt(name, entry)
         self._update_task(connection, name, **values)
         self._record_outputs(connection, name, event.get("outputs") or {})

@@ -113,9 +113,21 @@ class TaskEvent(_Record):
     # What the attempts used (model/costs.py); for a cache hit, what it saved.
     cost: Mapping[str, Any] | None = None
     cost_saved: Mapping[str, Any] | None = None
+    # With done/cached: values the task changed in place without the compiler knowing, which
+    # the run re-exported (runtime/state.py); each names the cell and the fix.
+    warnings: list[dict[str, Any]] | None = None
     type: str = "task"
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
-        {"attempts", "attempt_log", "error", "reason", "cache_error", "cost", "cost_saved"}
+        {
+            "attempts",
+            "attempt_log",
+            "error",
+            "reason",
+            "cache_error",
+            "cost",
+            "cost_saved",
+            "warnings",
+        }
     )
 
 

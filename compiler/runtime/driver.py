@@ -311,16 +311,36 @@ class Driver:
             )
         return self.load_futures[producer]
 
-    def _submit(self, instruction: Submit) -> None:
+    def _fresh_load(self, producer: str, key: str) -> Any:
+        """The producer's stored values, loaded for one attempt alone: its in-memory values
+        may have been changed in place by another task (state.py `_reexport`)."""
         assert self.session is not None and self.state is not None
+        return self.session.client.submit(
+            load_outputs,
+            self.store.url,
+            self.state.cached_outputs(producer),
+            key=f"{key}-{producer}-load",
+            pure=False,
+        )
+
+    def _submit(self, instruction: Submit) -> None:
+        assert self.state is not None
+        if self.session is None:  # every task was cached, and one must run again
+            placements = self._connect_and_place([])
+            del placements
+        assert self.session is not None
         task = self.spec.task(instruction.task)
         args: list[Any] = []
         positions: dict[str, int] = {}
         producer_position: dict[str, int] = {}
-        for name, producer in task.inputs.items():
+        from_store = self.state.from_store(task.name)
+        for name, producer in self.state.producers_of(task.name).items():
             if producer not in producer_position:
                 producer_position[producer] = len(args)
-                args.append(self._value_future(producer))
+                if producer in from_store:
+                    args.append(self._fresh_load(producer, instruction.key))
+                else:
+                    args.append(self._value_future(producer))
             positions[name] = producer_position[producer]
         payload = task_payload(
             task,
@@ -337,6 +357,8 @@ class Driver:
             cell_events=self.cell_events,
         )
         payload.update(monitor_payload(self.spec.raw, task))
+        # The producers' content digests: the worker's input-change check starts from them.
+        payload["input_digests"] = self.state.expected_digests(task.name)
         placement: Placement = self.state.placement(task.name) or Placement()
         self.futures[task.name] = self.session.client.submit(
             execute_task,

@@ -18,6 +18,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from compiler.runtime.cache import store_at
-from compiler.runtime.digest import digests, value_digest
+from compiler.runtime.digest import InputCheck, value_digest
 from compiler.runtime.monitor import TaskMonitor
 from compiler.runtime.rebind import bind_to_namespace
 
@@ -652,9 +653,12 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
 def _isolated() -> Iterator[None]:
     """What one task changes in its worker process goes away with it, as if the next task (of
     this run or of another notebook's, on a long-lived cluster) had a fresh kernel: environment
-    variables, sys.path, the working directory and matplotlib's rcParams and open figures. The
-    user namespace is reset by `fresh_namespace`. Costs two small dict copies per task (and one
-    of rcParams' ~300 entries once the worker has imported matplotlib)."""
+    variables, sys.path, the working directory, matplotlib's rcParams and open figures, and
+    what `%config` set on the shell's configurables (`InlineBackend.figure_formats`). The user
+    namespace is reset by `fresh_namespace`. Costs two small dict copies per task (and one of
+    rcParams' ~300 entries once the worker has imported matplotlib), and reading the shell's
+    ~200 configurable traits (`_config_snapshot`)."""
+    configured = _config_snapshot(_SHELL)
     environ = _environ_snapshot()
     path = list(sys.path)
     cwd = os.getcwd()
@@ -670,6 +674,36 @@ def _isolated() -> Iterator[None]:
             with contextlib.suppress(OSError):
                 os.chdir(cwd)
         _reset_matplotlib(rc)
+        _restore_config(_SHELL, configured)
+
+
+def _config_snapshot(shell: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
+    """The configurable traits of what `%config` can set (the shell's configurables), by
+    object: `%config` assigns values, so the values themselves need no copy."""
+    if shell is None:
+        return {}
+    return {
+        id(c): (c, {name: getattr(c, name) for name in c.trait_names(config=True)})
+        for c in shell.configurables
+    }
+
+
+def _restore_config(shell: Any, saved: dict[int, tuple[Any, dict[str, Any]]]) -> None:
+    """Put back what a task's `%config` changed, as a fresh kernel would have it. A configurable
+    the task made (matplotlib's InlineBackend, on its first figure) goes back to its defaults.
+    Setting a trait runs its observers, so `InlineBackend.figure_formats` re-registers the
+    shell's figure formatters."""
+    if shell is None:
+        return
+    for c in list(shell.configurables):
+        was = saved.get(id(c))
+        for name in c.trait_names(config=True):
+            try:
+                value = was[1][name] if was is not None and was[0] is c else c.trait_defaults(name)
+                if getattr(c, name) != value:
+                    setattr(c, name, value)
+            except Exception:  # a trait without a usable default: left as it is
+                continue
 
 
 def _environ_snapshot() -> dict[Any, Any]:
@@ -774,12 +808,48 @@ def summarize_value(value: Any) -> dict[str, Any]:
     return summary
 
 
-def _run_source(shell: Any, source: str, collector: OutputCollector) -> BaseException | None:
-    """Run one cell; the exception it raised (already recorded as an error output) or None."""
+def _run_source(
+    shell: Any, source: str, collector: OutputCollector, shown: list[Any] | None = None
+) -> BaseException | None:
+    """Run one cell; the exception it raised (already recorded as an error output) or None.
+    `shown` gets the result the cell displayed (None if none), as the kernel's `_` has it."""
     with _capturing(collector):
         result = shell.run_cell(source, store_history=True, silent=False)
+    if shown is not None:
+        shown.append(result.result)
     error = result.error_before_exec or result.error_in_exec
     return error
+
+
+# compile/dag.py OUTPUT_HISTORY_PREFIX: `_kiln_out_<execution count>_<cell index>` is the result
+# that cell displayed, handed from its task to one that reads `_` or `Out[n]`.
+_HISTORY_NAME = re.compile(r"_kiln_out_(\d+)_(\d+)")
+
+
+def _bind_output_history(ns: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """The kernel's output history as a top-to-bottom run has it when the task starts: `Out`
+    and `_<n>` hold each non-None result by execution count, `_`, `__`, `___` the last three."""
+    history = sorted(
+        (int(m.group(1)), value)
+        for name, value in inputs.items()
+        if (m := _HISTORY_NAME.fullmatch(name)) and value is not None
+    )
+    if not history and not any(_HISTORY_NAME.fullmatch(n) for n in inputs):
+        return
+    ns["Out"] = ns["_oh"] = dict(history)
+    for n, value in history:
+        ns[f"_{n}"] = value
+    last = [value for _, value in history[-3:]]
+    for name, value in zip(("___", "__", "_"), [""] * (3 - len(last)) + last, strict=True):
+        ns[name] = value
+
+
+def _shown(ns: dict[str, Any], value: Any) -> None:
+    """A cell of this task displayed `value`: `_` moves on, as in the kernel (whose own cache
+    is off on workers, InteractiveShell.cache_size = 0)."""
+    if value is None:
+        return
+    ns["___"], ns["__"], ns["_"] = ns.get("__", ""), ns.get("_", ""), value
 
 
 # -- the task --------------------------------------------------------------------------------
@@ -831,6 +901,7 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     cell_topic = topic if payload.get("cell_events") else None
     current: dict[str, Any] | None = None  # the cell running now, for errors raised between cells
     changed_inputs: list[dict[str, Any]] = []  # received values changed in place, where
+    check: InputCheck | None = None
     with _isolated(), _in_notebook_folder(payload):
         try:
             with guard, monitor.watching():
@@ -844,15 +915,22 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                             cells[0]["status"] = "error"
                     shell.user_ns.update(injected)  # parameters and inputs win over setup
                 bind_to_namespace(shell.user_ns, list(inputs))
+                _bind_output_history(shell.user_ns, inputs)
+                # Results this task's cells display that a later task reads as `_`/`Out[n]`.
+                history_outputs = {
+                    int(m.group(2)): name
+                    for name in payload["outputs"]
+                    if (m := _HISTORY_NAME.fullmatch(name))
+                }
                 # Inputs the compiler saw no change to: digested now and after each cell, so a
                 # change it could not see (an unknown method, a library call) is reported.
                 watched = {n: v for n, v in inputs.items() if n not in payload["outputs"]}
-                before = digests(watched)
+                check = InputCheck(watched, payload.get("input_digests"))
                 for spec_cell, cell in zip(payload["cells"], cells, strict=True):
                     if error is not None:
                         break
                     if current is not None and current.get("status") == "ok":
-                        changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
+                        changed_inputs += check.after_cell(current, last=False)
                     current = cell
                     monitor.in_cell(spec_cell["cell_index"])
                     collector = OutputCollector()
@@ -861,15 +939,20 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                     cell["started"] = time.time()
                     _log_cell_event(worker, cell_topic, payload, cell, "cell_started")
                     cell_started = guard.cell_started = time.monotonic()
-                    exc = _run_source(shell, spec_cell["source"], collector)
+                    shown: list[Any] = []
+                    exc = _run_source(shell, spec_cell["source"], collector, shown)
                     guard.cell_started = 0.0
+                    if exc is None and shown:
+                        _shown(shell.user_ns, shown[0])
+                        if spec_cell["cell_index"] in history_outputs:
+                            shell.user_ns[history_outputs[spec_cell["cell_index"]]] = shown[0]
                     cell["duration"] = time.monotonic() - cell_started
                     cell["status"] = "error" if exc is not None else "ok"
                     if exc is not None:
                         error = _error_record(exc, spec_cell, collector, prefix)
                     _log_cell_event(worker, cell_topic, payload, cell, "cell_finished")
                 if current is not None and error is None:
-                    changed_inputs += _newly_changed(before, shell.user_ns, watched, current)
+                    changed_inputs += check.after_cell(current, last=True)
                 current = None
         except (TaskTimeout, MemoryError) as exc:
             # Delivered outside the cell's own code (between cells, in IPython internals).
@@ -902,6 +985,13 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
                 }
             else:
                 values = {name: shell.user_ns[name] for name in payload["outputs"]}
+                # A received value changed in place, still bound to its name: handed on as an
+                # output like any other, since later cells of the notebook see the change (the
+                # run re-plans their inputs, state.py `_reexport`).
+                for change in changed_inputs:
+                    name = change["name"]
+                    if name not in values and shell.user_ns.get(name) is inputs.get(name):
+                        values[name] = inputs[name]
         monitored = monitor.collect(shell.user_ns, values) if error is None else {}
         fresh_namespace(shell, {})  # drop references so memory is freed between tasks
 
@@ -922,30 +1012,20 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         "error": error,
         "outputs": {},
         "changed_inputs": changed_inputs,
+        # Digests as the inputs arrived (state.py compares them with their producers'), and
+        # what the input-change check cost.
+        "input_digests": check.arrival if check is not None else {},
+        "check_seconds": check.seconds if check is not None else 0.0,
         **monitored,
     }
     if error is not None:
         _log_event(worker, topic, {"kind": "failed", **record})
         raise TaskFailed(record)
 
-    record["outputs"] = _describe_and_store(values, payload.get("store_url"))
+    record["outputs"], digest_seconds = _describe_and_store(values, payload.get("store_url"))
+    record["check_seconds"] += digest_seconds  # its readers' check starts from these digests
     _log_event(worker, topic, {"kind": "record", **record})
     return {"values": values, "record": record}
-
-
-def _newly_changed(
-    before: dict[str, str], ns: Mapping[str, Any], received: Mapping[str, Any], cell: dict
-) -> list[dict[str, Any]]:
-    """Watched inputs whose object is still the one received and whose content changed since
-    the last check (each is reported once, at the cell after which it was first seen)."""
-    found = []
-    for name, digest in list(before.items()):
-        if name in ns and ns[name] is received[name] and value_digest(ns[name]) != digest:
-            found.append(
-                {"name": name, "cell_index": cell["cell_index"], "cell_id": cell["cell_id"]}
-            )
-            del before[name]
-    return found
 
 
 def _cpu_seconds() -> float:
@@ -994,14 +1074,21 @@ def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
         fresh_namespace(shell, {})
 
 
-def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dict[str, Any]:
+def _describe_and_store(
+    values: Mapping[str, Any], store_url: str | None
+) -> tuple[dict[str, Any], float]:
+    """Each output's description and store digest, and the seconds its content digests took."""
     described: dict[str, Any] = {}
     store = store_at(store_url) if store_url else None
+    seconds = 0.0
     for name, value in values.items():
         info = describe_value(value)
-        # The content digest compares a task's value with a top-to-bottom run (`kiln verify`);
-        # the store's digest is of the stored bytes.
+        # The content digest compares a task's value with a top-to-bottom run (`kiln verify`)
+        # and is where its readers' input-change check starts; the store's digest is of the
+        # stored bytes.
+        started = time.perf_counter()
         info["content_digest"] = value_digest(value)
+        seconds += time.perf_counter() - started
         info["digest"] = None
         if store is not None:
             try:
@@ -1009,7 +1096,7 @@ def _describe_and_store(values: Mapping[str, Any], store_url: str | None) -> dic
             except Exception as exc:  # unpicklable values still flow in memory, uncached
                 info["store_error"] = f"{type(exc).__name__}: {exc}"
         described[name] = info
-    return described
+    return described, seconds
 
 
 def _error_output(exc: BaseException) -> dict[str, Any]:

@@ -29,6 +29,9 @@ class TaskResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # flat name -> number or bool
     metric_warnings: list[str] = field(default_factory=list)  # values that were not recorded
     profiles: dict[str, Any] = field(default_factory=dict)  # input key -> column profile
+    # Values it changed in place that the compiler did not make outputs (state.py re-exports
+    # them): task, name, producer, cell, the readers that were re-planned or rerun, the fix.
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -44,6 +44,10 @@ BACKOFF_CAP_S = 30.0
 MAX_MEMORY_RETRIES = 2
 HARD_TIMEOUT_GRACE_S = 3.0
 MEMORY_REASONS = ("memory", "worker_died")
+# A task rerun because a value it received changed (state.py `_rerun`) this many times fails
+# instead: each rerun follows a change the run saw, so more means the changes do not settle.
+MAX_RERUNS = 4
+FINAL_STATES = (DONE, CACHED, FAILED, UPSTREAM_FAILED, CANCELLED)
 
 
 def backoff_delay(retry_number: int) -> float:
@@ -181,7 +185,11 @@ class TaskState:
     hit_manifest: dict[str, Any] | None
     previous_manifest: dict[str, Any] | None
     placement: Any
-    remaining_upstream: int
+    # Tasks it waits for: the spec's upstream, and a task that re-exported a value it reads.
+    waiting_on: set[str]
+    # name -> the task whose value it receives: the spec's inputs until a task re-exports one
+    # (it changed the value in place without the compiler knowing, see `_reexport`).
+    sources: dict[str, str]
     consumers_left: int = 0
     blocked: bool = False  # some upstream task failed
     changed: bool = False  # ran and produced outputs other than its previous cache entry
@@ -192,6 +200,13 @@ class TaskState:
     running_since: float | None = None  # monotonic time the current attempt started running
     cells: list[dict[str, Any]] = field(default_factory=list)
     pending_failure: tuple[dict[str, Any], dict[str, Any]] | None = None  # awaiting placement
+    attempt_sources: dict[str, str] = field(default_factory=dict)  # sources of this attempt
+    attempt_from_store: frozenset[str] = frozenset()  # producers it loads from the store
+    ran_sources: dict[str, str] = field(default_factory=dict)  # sources of its result
+    arrival: dict[str, str] = field(default_factory=dict)  # input digests as they arrived
+    fresh: bool = False  # rerun: its inputs come from the store, not from shared memory
+    rerun_after: str | None = None  # the attempt in flight is void: why it runs again after
+    reruns: int = 0
 
 
 class RunState:
@@ -229,7 +244,8 @@ class RunState:
                 hit_manifest=planned.hit_manifest,
                 previous_manifest=planned.previous_manifest,
                 placement=(placements or {}).get(task.name),
-                remaining_upstream=len(task.upstream),
+                waiting_on=set(task.upstream),
+                sources=dict(task.inputs),
             )
             for up in task.upstream:
                 self.downstream[up].append(task.name)
@@ -245,6 +261,12 @@ class RunState:
         self._in_flight: dict[str, None] = {}
         self._out: list[Instruction] = []
         self.cancelled = False
+        # producer -> names whose in-memory value a task changed in place: a worker that
+        # shares the object hands the changed one on, so readers get them from the store.
+        self.tainted: dict[str, set[str]] = {}
+        self.released: set[str] = set()  # tasks whose futures the driver dropped
+        # (task, name) -> (the producer it had, readers switched to the task's re-export)
+        self.switched: dict[tuple[str, str], tuple[str, list[str]]] = {}
 
     # -- the one entry point ---------------------------------------------------------------------
     def handle(self, event: Any) -> list[Instruction]:
@@ -252,7 +274,7 @@ class RunState:
         if isinstance(event, Started):
             for st in self.tasks.values():
                 self._emit_task(st, WAITING)
-            self._ready.extend(st for st in self.tasks.values() if st.remaining_upstream == 0)
+            self._ready.extend(st for st in self.tasks.values() if not st.waiting_on)
         elif isinstance(event, AttemptRunning):
             self._running(event)
         elif isinstance(event, AttemptSucceeded):
@@ -295,7 +317,23 @@ class RunState:
         return self.tasks[task].current_key
 
     def producers_of(self, task: str) -> dict[str, str]:
-        return dict(self.tasks[task].spec.inputs)
+        """name -> the task whose value the current attempt receives."""
+        st = self.tasks[task]
+        return dict(st.attempt_sources or st.sources)
+
+    def expected_digests(self, task: str) -> dict[str, str]:
+        """name -> content digest of the value the current attempt receives, where known."""
+        found = {}
+        for name, producer in self.producers_of(task).items():
+            digest = self._content_digest(producer, name)
+            if digest:
+                found[name] = digest
+        return found
+
+    def from_store(self, task: str) -> frozenset[str]:
+        """Producers whose values the current attempt loads from the store afresh (their
+        in-memory values may have been changed in place by another task)."""
+        return self.tasks[task].attempt_from_store
 
     def cached_outputs(self, task: str) -> dict[str, str]:
         """name -> artifact digest of a task served from the cache (the driver loads them)."""
@@ -438,15 +476,16 @@ class RunState:
         self.deadlines.pop(st.spec.name, None)
 
     def _succeeded(self, st: TaskState, record: Mapping[str, Any]) -> None:
-        stale = self._stale_readers(st, record)
+        stale = st.rerun_after or self._received_changed_value(st, record)
         if stale is not None:
-            # A run never succeeds with a value the notebook would not have had.
-            self._end_attempt(st)
-            st.result.attempt_log.append(self._attempt_entry(st, dict(record), FAILED))
-            st.retries_used = st.spec.retries  # rerunning changes it again: no retry
-            self._retry_or_fail(st, stale, dict(record), 0.0)
+            # It may have read a value another task changed in place (a worker shares the
+            # object), or what it read changed since: run it again, its inputs from the store.
+            self._void_attempt(st, record, stale)
             return
         self._end_attempt(st)
+        # Its values are new objects: whatever changed the old ones in place is behind it.
+        self.tainted.pop(st.spec.name, None)
+        self.released.discard(st.spec.name)
         r = st.result
         r.duration = record.get("duration")
         r.peak_memory = record.get("peak_memory")
@@ -457,6 +496,8 @@ class RunState:
         r.metrics = dict(record.get("metrics") or {})
         r.metric_warnings = list(record.get("metric_warnings") or [])
         r.profiles = dict(record.get("profiles") or {})
+        st.ran_sources = dict(st.attempt_sources)
+        st.arrival = dict(record.get("input_digests") or {})
         # A value the store could not take (unpicklable, disk full) still flows in memory; the
         # task says so instead of being silently uncached.
         store_errors = "; ".join(
@@ -476,50 +517,250 @@ class RunState:
             or st.previous_manifest is None
             or digests != {n: info.get("digest") for n, info in previous.items()}
         )
+        r.status = DONE
+        r.warnings = []
+        for change in record.get("changed_inputs") or []:
+            self._reexport(st, change, executed=True)
+        if r.warnings:
+            entry["warnings"] = list(r.warnings)
         if self.use_cache and all(digests.values()):
             self._out.append(StoreManifest(st.spec.name, r.cache_key, self._manifest(st, record)))
-        r.status = DONE
         self._emit_task(st, DONE, cache_error=store_errors or None)
         self._finalize(st)
 
-    def _stale_readers(self, st: TaskState, record: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The error for an input the task changed in place without the compiler knowing, when
-        another task reads the same value: later cells (in the notebook) would see the change,
-        and one not yet finished might share the object on this worker."""
-        for change in record.get("changed_inputs") or []:
-            name = change["name"]
-            producer = st.spec.inputs.get(name)
-            position = _position(st.spec)
-            readers = [
-                t.spec.name
-                for t in self.tasks.values()
-                if t is not st
-                and t.spec.inputs.get(name) == producer
-                and (_position(t.spec) > position or t.result.status not in SUCCEEDED_STATES)
-            ]
-            if not readers:
-                continue  # nobody else reads that value: the change is the task's own business
-            return {
-                "cell_index": change.get("cell_index"),
+    # -- values changed in place without the compiler knowing ---------------------------------
+    def _reexport(self, st: TaskState, change: Mapping[str, Any], *, executed: bool) -> None:
+        """`st` changed `name`, which it received, in place and the compiler did not make it an
+        output. As in the notebook, later cells see the change: readers after it in notebook
+        order receive the value from `st` (its worker handed the changed value on as an
+        output), those that already ran with the old one run again (and what read theirs);
+        readers before it keep the value the notebook gives them. The run warns, with the fix.
+        """
+        name = str(change["name"])
+        producer = st.ran_sources.get(name) or st.sources.get(name)
+        if producer is None:
+            return
+        if executed:
+            self.tainted.setdefault(producer, set()).add(name)
+        if name not in st.result.outputs:
+            return  # rebound after the change: the compiler saw that binding
+        position = _position(st.spec)
+        replanned: list[str] = []
+        rerun: list[str] = []
+        for t in self.tasks.values():
+            if t is st or t.sources.get(name) != producer:
+                continue
+            if _position(t.spec) > position:
+                self._switch_source(t, name, st.spec.name)
+                self.switched.setdefault((st.spec.name, name), (producer, []))[1].append(
+                    t.spec.name
+                )
+                status = t.result.status
+                if status in FINAL_STATES and status != CANCELLED:
+                    same = t.ran_sources.get(name) == st.spec.name and not st.changed
+                    if status in (DONE, CACHED) and same:
+                        continue
+                    rerun.append(t.spec.name)
+                    self._rerun(t, f"reran: {st.spec.name!r} changed {name!r} in place")
+                elif t.current_key is not None:
+                    rerun.append(t.spec.name)
+                    self._rerun(t, f"reran: {st.spec.name!r} changed {name!r} in place")
+                else:
+                    replanned.append(t.spec.name)
+            elif executed and self._may_have_read_changed(t, producer, name):
+                rerun.append(t.spec.name)
+                self._rerun(t, f"reran with {name!r} as {producer!r} made it")
+        cell = change.get("cell_index")
+        line = change.get("line")
+        first = change.get("first_cell_index")
+        where = f"cells {first}-{cell}" if first is not None else f"cell {cell}"
+        where += f", line {line}" if line is not None else ""
+        readers = sorted({*replanned, *rerun})
+        handed = (
+            f"; the run handed the changed value on to {', '.join(map(repr, readers))}"
+            if readers
+            else ""
+        )
+        st.result.warnings.append(
+            {
+                "code": "input-changed-in-place",
+                "task": st.spec.name,
+                "name": name,
+                "producer": producer,
+                "cell_index": cell,
                 "cell_id": change.get("cell_id"),
-                "line": None,
-                "ename": "InputChangedInPlace",
-                "evalue": (
-                    f"task {st.spec.name!r} changed {name!r} in place (cell "
-                    f"{change.get('cell_index')}), which it received from {producer!r}; "
-                    f"{', '.join(repr(r) for r in sorted(readers))} read {name!r} too and would "
-                    f"get a value the notebook does not have. The compiler did not see this "
-                    f"change: add `{name} = {name}` after it, so the pipeline hands the changed "
-                    f"value on"
+                "line": line,
+                "replanned": sorted(replanned),
+                "rerun": sorted(rerun),
+                "fix": f"{name} = {name}",
+                "message": (
+                    f"task {st.spec.name!r} changed {name!r} in place ({where}), which it "
+                    f"received from {producer!r}, and the compiler did not see it{handed}. Add "
+                    f"`{name} = {name}` after the change so the compiler makes {name!r} an "
+                    f"output of {st.spec.name!r}"
                 ),
-                "traceback": [],
-                "reason": "input-changed",
             }
+        )
+
+    def _switch_source(self, t: TaskState, name: str, producer: str) -> None:
+        old = t.sources[name]
+        t.sources[name] = producer
+        if t.spec.name not in self.downstream[producer]:
+            self.downstream[producer].append(t.spec.name)
+        if t.result.status in FINAL_STATES:
+            return  # counted out of its producers already; a rerun counts it in again
+        if old not in t.sources.values():
+            self._consumer_done(old)
+        if list(t.sources.values()).count(producer) == 1:
+            self.tasks[producer].consumers_left += 1
+        if self.tasks[producer].result.status not in FINAL_STATES:
+            t.waiting_on.add(producer)
+
+    def _content_digest(self, producer: str, name: str) -> str | None:
+        info = self.tasks[producer].result.outputs.get(name) or {}
+        return info.get("content_digest")
+
+    def _may_have_read_changed(self, t: TaskState, producer: str, name: str) -> bool:
+        """Whether `t`'s result may rest on `producer`'s `name` as another task changed it in
+        memory: it ran (not from the cache or the store), and its arrival digest is not the
+        producer's (or unknown)."""
+        if t.result.cached or producer in t.attempt_from_store:
+            return False
+        if t.result.status not in (DONE, FAILED):
+            return False  # in flight: checked when it reports; not yet run: from the store
+        expected = self._content_digest(producer, name)
+        return t.result.status == FAILED or not expected or t.arrival.get(name) != expected
+
+    def _void_attempt(self, st: TaskState, record: Mapping[str, Any], reason: str) -> None:
+        """An attempt whose result is not used; what it changed in place still counts (a
+        worker may hand the changed object to the next reader, which reruns)."""
+        self._end_attempt(st)
+        for change in record.get("changed_inputs") or []:
+            name = str(change.get("name"))
+            producer = st.attempt_sources.get(name)
+            if producer is None:
+                continue
+            self.tainted.setdefault(producer, set()).add(name)
+            for t in self.tasks.values():
+                if t is not st and t.ran_sources.get(name) == producer:
+                    if self._may_have_read_changed(t, producer, name):
+                        self._rerun(t, f"reran with {name!r} as {producer!r} made it")
+        st.rerun_after = None
+        entry = self._attempt_entry(st, dict(record), FAILED)
+        entry["retry"] = reason
+        st.result.attempt_log.append(entry)
+        self._rerun(st, reason)
+
+    def _received_changed_value(self, st: TaskState, record: Mapping[str, Any]) -> str | None:
+        """Why this attempt may have read a value another task changed in place (it shared the
+        object on a worker), or None."""
+        arrival = record.get("input_digests") or {}
+        for name, producer in st.attempt_sources.items():
+            if name not in self.tainted.get(producer, ()):
+                continue
+            if producer in st.attempt_from_store:
+                continue
+            expected = self._content_digest(producer, name)
+            if expected is None or arrival.get(name) != expected:
+                return f"reran: it may have read {name!r} changed in place by another task"
         return None
+
+    def _rerun(self, st: TaskState, reason: str, *, cascade: bool = True) -> None:
+        """Run a task again (its result, if any, is void): it waits for what it reads, takes
+        its inputs from the store, and with `cascade` the tasks that read its outputs run
+        again too."""
+        name = st.spec.name
+        was_final = st.result.status in FINAL_STATES
+        if st.current_key is not None and st.reruns < MAX_RERUNS:
+            # Let the attempt finish rather than cancel it: what it changes in place is then
+            # noticed (a cancelled attempt's report would be ignored); it runs again after.
+            st.rerun_after = reason
+            return
+        if st.reruns >= MAX_RERUNS:
+            if not was_final or st.result.status in (DONE, CACHED):
+                if not was_final:
+                    if st.current_key is not None:
+                        self._out.append(Cancel(name))
+                    self._end_attempt(st)
+                    self.retry_at.pop(name, None)
+                else:
+                    self.unfinished += 1
+                    for producer in set(st.sources.values()):
+                        self.tasks[producer].consumers_left += 1
+                st.result.status = WAITING
+                self._retry_or_fail(st, self._unsettled(st), {}, 0.0, retry=False)
+            return
+        st.reruns += 1
+        if st.current_key is not None:
+            self._out.append(Cancel(name))
+        self._end_attempt(st)
+        self.retry_at.pop(name, None)
+        st.pending_failure = None
+        if was_final:
+            self.unfinished += 1
+            for producer in set(st.sources.values()):
+                self.tasks[producer].consumers_left += 1
+        # What it re-exported last time may not be so again: its readers go back to the value's
+        # producer, and take it from there again if this attempt re-exports it too.
+        reverted: set[str] = set()
+        for key in [k for k in self.switched if k[0] == name]:
+            producer, readers = self.switched.pop(key)
+            for reader in readers:
+                if self.tasks[reader].sources.get(key[1]) == name:
+                    self._switch_source(self.tasks[reader], key[1], producer)
+                    reverted.add(reader)
+        r = st.result
+        r.status = WAITING
+        r.cached = False
+        r.error = None
+        r.warnings = []
+        st.hit_manifest = None  # its stored entry may hold the old value: computed again
+        st.retries_used = 0
+        st.fresh = True
+        st.waiting_on = {
+            u for u in self._upstream_of(st) if self.tasks[u].result.status not in FINAL_STATES
+        }
+        st.blocked = any(
+            self.tasks[u].result.status in (FAILED, UPSTREAM_FAILED) for u in self._upstream_of(st)
+        )
+        self._emit_task(st, RETRYING, reason=reason)
+        if cascade:
+            for child in list(self.downstream[name]):
+                cst = self.tasks[child]
+                if name not in self._upstream_of(cst) and child not in reverted:
+                    continue
+                if cst.result.status in FINAL_STATES or cst.current_key is not None:
+                    if cst.result.status != CANCELLED:
+                        self._rerun(cst, f"reran: {name!r}, which it reads, runs again")
+                elif name in self._upstream_of(cst):
+                    cst.waiting_on.add(name)
+        if not st.waiting_on:
+            self._ready.append(st)
+
+    def _unsettled(self, st: TaskState) -> dict[str, Any]:
+        return {
+            "cell_index": None,
+            "cell_id": None,
+            "line": None,
+            "ename": "InputChangedInPlace",
+            "evalue": (
+                f"task {st.spec.name!r} was rerun {MAX_RERUNS} times because values it reads "
+                "kept changing in place in other tasks; see the run's warnings for the tasks "
+                "and the fix"
+            ),
+            "traceback": [],
+            "reason": "input-changed",
+        }
+
+    def _upstream_of(self, st: TaskState) -> set[str]:
+        return {*st.spec.upstream, *st.sources.values()}
 
     def _attempt_failed(
         self, st: TaskState, error: dict[str, Any], record: dict[str, Any], now: float
     ) -> None:
+        if st.rerun_after is not None:  # void anyway: what it read changed since it started
+            self._void_attempt(st, record, st.rerun_after)
+            return
         self._end_attempt(st)
         r = st.result
         entry = self._attempt_entry(st, record, FAILED)
@@ -555,10 +796,16 @@ class RunState:
         self._retry_or_fail(st, error, record, event.now)
 
     def _retry_or_fail(
-        self, st: TaskState, error: dict[str, Any], record: dict[str, Any], now: float
+        self,
+        st: TaskState,
+        error: dict[str, Any],
+        record: dict[str, Any],
+        now: float,
+        *,
+        retry: bool = True,
     ) -> None:
         r = st.result
-        if st.retries_used < st.spec.retries:
+        if retry and st.retries_used < st.spec.retries:
             delay = backoff_delay(st.retries_used)
             st.retries_used += 1
             self.retry_at[st.spec.name] = now + delay
@@ -588,8 +835,31 @@ class RunState:
             self._emit_task(st, UPSTREAM_FAILED)
             self._finalize(st)
             return
-        upstream_changed = any(self.tasks[u].changed for u in st.spec.upstream)
-        if st.hit_manifest is not None and not upstream_changed:
+        if st.hit_manifest is not None:
+            # Its entry was made while a value came from a task that re-exported it: wait for
+            # that task, which says whether it does again (`_reexport`).
+            wanted = dict(st.hit_manifest.get("sources") or {})
+            pending = {
+                p
+                for n, p in wanted.items()
+                if st.sources.get(n) != p
+                and p in self.tasks
+                and self.tasks[p].result.status not in FINAL_STATES
+            }
+            if pending:
+                st.waiting_on |= pending
+                for p in pending:
+                    if st.spec.name not in self.downstream[p]:
+                        self.downstream[p].append(st.spec.name)
+                return
+        upstream_changed = any(self.tasks[u].changed for u in self._upstream_of(st))
+        # An entry made while a value came from another task (a re-export) serves only a run
+        # that hands it from there too.
+        same_sources = (
+            st.hit_manifest is not None
+            and dict(st.hit_manifest.get("sources") or st.spec.inputs) == st.sources
+        )
+        if st.hit_manifest is not None and not upstream_changed and same_sources:
             manifest = st.hit_manifest
             r = st.result
             r.cached = True
@@ -600,13 +870,39 @@ class RunState:
             st.cells = list(manifest.get("cells") or [])
             r.metrics = dict(manifest.get("metrics") or {})
             r.profiles = dict(manifest.get("profiles") or {})
+            st.ran_sources = dict(st.sources)
             r.status = CACHED
+            r.warnings = []
+            # The run that stored it found values it changed in place: re-exported again.
+            for change in manifest.get("reexports") or []:
+                self._reexport(st, change, executed=False)
             self._emit_task(st, CACHED)
             self._finalize(st)
             return
+        # A value another task changed in place comes from the store (or its producer runs
+        # again, when the store does not hold it).
+        from_store: set[str] = set()
+        for name, producer in st.sources.items():
+            up = self.tasks[producer]
+            stored = bool(up.result.outputs) and all(
+                info.get("digest") for info in up.result.outputs.values()
+            )
+            tainted = name in self.tainted.get(producer, ())
+            if stored and (tainted or st.fresh):
+                from_store.add(producer)
+            elif not stored and (tainted or producer in self.released):
+                st.waiting_on.add(producer)
+                if up.result.status in FINAL_STATES:
+                    reason = f"reran: {st.spec.name!r} needs {name!r} as it made it"
+                    self._rerun(up, reason, cascade=False)
+        if st.waiting_on:
+            return  # resolved again when those producers are done
+        st.attempt_from_store = frozenset(from_store)
+        st.fresh = False
         self._submit(st)
 
     def _submit(self, st: TaskState) -> None:
+        st.attempt_sources = dict(st.sources)
         st.result.attempts += 1
         attempt = st.result.attempts
         key = attempt_key(st.spec.name, st.result.cache_key, self.run_id, attempt)
@@ -619,19 +915,29 @@ class RunState:
         """A task reached a final state: release what it held and unblock its dependents."""
         self.unfinished -= 1
         failed = st.result.status in (FAILED, UPSTREAM_FAILED)
-        for producer in set(st.spec.inputs.values()):
-            up = self.tasks[producer]
-            up.consumers_left -= 1
-            if up.consumers_left <= 0:
-                self._out.append(Release(producer))
+        for producer in set(st.sources.values()):
+            self._consumer_done(producer)
         if st.consumers_left <= 0:
-            self._out.append(Release(st.spec.name))
-        for child in self.downstream[st.spec.name]:
+            self._release(st.spec.name)
+        name = st.spec.name
+        for child in self.downstream[name]:
             cst = self.tasks[child]
+            if name not in cst.waiting_on:
+                continue
             cst.blocked = cst.blocked or failed
-            cst.remaining_upstream -= 1
-            if cst.remaining_upstream == 0:
+            cst.waiting_on.discard(name)
+            if not cst.waiting_on and cst.result.status not in FINAL_STATES:
                 self._ready.append(cst)
+
+    def _consumer_done(self, producer: str) -> None:
+        up = self.tasks[producer]
+        up.consumers_left -= 1
+        if up.consumers_left <= 0 and up.result.status in FINAL_STATES:
+            self._release(producer)
+
+    def _release(self, name: str) -> None:
+        self.released.add(name)
+        self._out.append(Release(name))
 
     # -- records ----------------------------------------------------------------------------------
     def _attempt_entry(
@@ -649,6 +955,8 @@ class RunState:
             "resources": getattr(st.placement, "resources", None),
             # GPU-seconds count the GPUs this attempt was placed with (else the spec's).
             "cost": attempt_cost(record, held) if record else None,
+            # seconds its input-change check took (digesting received values, digest.py)
+            "check_seconds": record.get("check_seconds"),
         }
 
     def _manifest(self, st: TaskState, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -667,6 +975,13 @@ class RunState:
             "metrics": st.result.metrics,
             "metric_names": list(st.spec.metrics),
             "profiles": st.result.profiles,
+            # Where each input came from, and values it changed in place without the
+            # compiler knowing: a later run that serves it from the cache re-exports them.
+            "sources": dict(st.ran_sources),
+            "reexports": [
+                {k: w[k] for k in ("name", "cell_index", "cell_id", "line")}
+                for w in st.result.warnings
+            ],
         }
 
     def _emit_task(
@@ -703,6 +1018,7 @@ class RunState:
                     cache_error=cache_error,
                     cost=r.cost,
                     cost_saved=r.cost_saved,
+                    warnings=list(r.warnings) if final and r.warnings else None,
                 )
             )
         )
