@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+TREE = REPO  # whose server extension and built frontend the lab runs (--tree)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -75,8 +75,11 @@ TARGET_SLACK_S = 0.7
 WATCH = """([buttonSelector, panelSelector]) => {
   const t = { click: null, clickEpoch: null, running: null, live: null, done: null, final: null };
   window.__kilnBench = t;
+  performance.setResourceTimingBufferSize(100000);
   performance.clearResourceTimings();  // a full buffer (250 entries) records nothing more
-  document.addEventListener('click', event => {
+  // JupyterLab's toolbar buttons act on mousedown (and the Run button is disabled before the
+  // mouse is up, so no click event may follow): the user's action starts there.
+  document.addEventListener('mousedown', event => {
     if (t.click === null && event.target.closest && event.target.closest(buttonSelector)) {
       t.click = performance.now();
       t.clickEpoch = Date.now() / 1000;
@@ -123,9 +126,9 @@ class Lab:
             JUPYTERLAB_SETTINGS_DIR=str(settings),
             JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
             JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-            PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            PYTHONPATH=os.pathsep.join([str(TREE), os.environ.get("PYTHONPATH", "")]),
         )
-        built = REPO / "jupyter_ext" / "labextension"
+        built = TREE / "jupyter_ext" / "labextension"
         if (built / "package.json").exists():
             # This tree's frontend ahead of an installed copy (JupyterLab takes the first
             # `nbkiln` on its labextensions path, and JUPYTER_PATH comes first).
@@ -272,15 +275,18 @@ def one_click(page: Any, lab: Lab, notebook: str) -> dict[str, Any]:
     page.wait_for_function(
         "s => document.querySelector(s).getAttribute('aria-disabled') !== 'true'", arg=RUN_BUTTON
     )
+    before = lab.api("GET", f"kiln/runs?path={notebook}")["runs"][0]["run_id"]
     for attempt in range(5):
         button.click()
         try:
             page.wait_for_function("() => window.__kilnBench.click !== null", timeout=3_000)
             break
         except Exception:
-            # A click that landed while the page moved (the kernel's status, a toast) never
-            # reached the button; the figures start at the click that did.
-            print(f"  (click {attempt + 1} did not reach the Run button; clicking again)")
+            if lab.api("GET", f"kiln/runs?path={notebook}")["runs"][0]["run_id"] != before:
+                raise RuntimeError("a run started but the page saw no press of Run") from None
+            # A click that landed while the page moved (a toast, the kernel's status) never
+            # reached the button: nothing started, the figures start at the press that did.
+            print(f"  (press {attempt + 1} did not reach the Run button; pressing again)")
     try:
         page.wait_for_function("() => window.__kilnBench.done !== null", timeout=300_000)
     except Exception:
@@ -329,8 +335,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--notebook", default=str(REPO / "binder" / "demo.ipynb"))
+    parser.add_argument(
+        "--tree",
+        help="another checkout (e.g. main, frontend built) whose server and frontend to measure",
+    )
     parser.add_argument("--lab-arg", action="append", default=[], help="more `jupyter lab` options")
     args = parser.parse_args()
+    global TREE
+    TREE = Path(args.tree).resolve() if args.tree else REPO
+    print(f"server extension and frontend of {TREE}")
     if not Path(CHROMIUM).exists():
         sys.exit(f"needs {CHROMIUM} (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
