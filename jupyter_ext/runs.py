@@ -223,6 +223,18 @@ class RunRecord:
         return data
 
 
+@contextlib.contextmanager
+def warm_cluster_for(cluster: WarmCluster | None, named: str | None) -> Iterator[str | None]:
+    """The server's warm cluster's address, held for one run (UI run or schedule), unless the
+    run or the environment names a cluster (--scheduler, DASK_SCHEDULER_ADDRESS, Dask's
+    scheduler-address): then None, and the run goes where it was told."""
+    if cluster is None or named or configured_scheduler_address(None):
+        yield None
+        return
+    with cluster.lease() as address:
+        yield address
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -326,15 +338,10 @@ class RunManager:
         threading.Thread(target=work, name=f"kiln-run-{run_id}", daemon=True).start()
         return record
 
-    @contextlib.contextmanager
-    def _cluster_for(self, options: Mapping[str, Any]) -> Iterator[str | None]:
-        """The warm cluster's address, held for the run, unless the run or the environment
-        names a cluster (--scheduler, DASK_SCHEDULER_ADDRESS, Dask's scheduler-address)."""
-        if self.cluster is None or options.get("scheduler") or configured_scheduler_address(None):
-            yield None
-            return
-        with self.cluster.lease() as address:
-            yield address
+    def _cluster_for(
+        self, options: Mapping[str, Any]
+    ) -> contextlib.AbstractContextManager[str | None]:
+        return warm_cluster_for(self.cluster, options.get("scheduler"))
 
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:
