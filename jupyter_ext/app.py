@@ -43,7 +43,11 @@ class KilnExtension(ExtensionApp):
     ).tag(config=True)
 
     scheduler_dask_address = Unicode(
-        "", help="Dask scheduler address for scheduled runs with the kiln engine ('': local)."
+        "",
+        help=(
+            "Dask scheduler address for scheduled runs with the kiln engine ('': the warm "
+            "cluster, as the UI's runs; a LocalCluster per run when warm_cluster is off)."
+        ),
     ).tag(config=True)
 
     warm_cluster = Bool(
@@ -77,13 +81,6 @@ class KilnExtension(ExtensionApp):
     def initialize_settings(self) -> None:
         stores = LineageStores()
         self.kiln_stores = stores
-        self.kiln_scheduler = SchedulerService(
-            stores,
-            enabled=self.run_scheduler,
-            poll_seconds=self.scheduler_poll_seconds,
-            dask_scheduler=self.scheduler_dask_address,
-            log=self.log,
-        )
         self.kiln_cluster = (
             WarmCluster(
                 self.warm_cluster_workers or None,
@@ -92,6 +89,14 @@ class KilnExtension(ExtensionApp):
             )
             if self.warm_cluster
             else None
+        )
+        self.kiln_scheduler = SchedulerService(
+            stores,
+            enabled=self.run_scheduler,
+            poll_seconds=self.scheduler_poll_seconds,
+            dask_scheduler=self.scheduler_dask_address,
+            cluster=self.kiln_cluster,
+            log=self.log,
         )
         self.settings.update(kiln_stores=stores, kiln_scheduler=self.kiln_scheduler)
 

@@ -2,11 +2,14 @@
 
 The library (`compiler.ops.run.run_spec`: runtime + lineage) does all the work; this module only
 starts it, keeps what it reports per run id, and answers "what is this run doing now?" for the
-UI's polls. The run record is one more listener of the run's events.
+UI. The run record is one more listener of the run's events. The UI asks with a long poll
+(`RunRecord.changed_since`): the request is answered as soon as the run's state changes, so a
+badge turns `running` when the task does, not at the next tick of a timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -68,10 +71,45 @@ class RunRecord:
     # Set by Cancel; the runtime's loop checks it (run_pipeline(cancel=...)).
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Bumped on every change a reader can see; a long poll waits for it to move.
+    version: int = 0
+    # The run's call returned: lineage closed, result and output notebook known. The UI shows
+    # the outcome at the run's last event (`done`) and keeps listening until this.
+    settled: bool = False
+    _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=list, repr=False
+    )
 
     @property
     def done(self) -> bool:
         return self.status in FINAL_RUN_STATES
+
+    async def changed_since(self, version: int, timeout: float) -> None:
+        """Return once `version` is stale (the run changed since the reader's copy), the run
+        has settled, or after `timeout` seconds. Called on the server's event loop; the run's
+        thread wakes it (`_changed`)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self.lock:
+            if self.version != version or self.settled:
+                return
+            self._waiters.append((loop, waiter))
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self.lock:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove((loop, waiter))
+
+    def _changed(self) -> None:
+        """Under the lock: a new version, and every long poll waiting for one is woken."""
+        self.version += 1
+        waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                loop.call_soon_threadsafe(_wake, waiter)
 
     def record_event(self, event: Mapping[str, Any]) -> None:
         """A listener of the run's events; called from the run's thread."""
@@ -100,10 +138,13 @@ class RunRecord:
                     self.status = RunStatus(str(event["status"]))
                     self.finished = iso_now()
                     self._output_notebook(event.get("output_notebook"))
+            self._changed()
 
     def finish(self, result: Any | None, error: str | None) -> None:
         with self.lock:
-            self.finished = iso_now()
+            self.settled = True
+            self._changed()
+            self.finished = self.finished or iso_now()
             if result is not None:
                 data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
                 self.result = data
@@ -132,6 +173,7 @@ class RunRecord:
             if self.done:
                 return False
             self.status = RunStatus.CANCELLING
+            self._changed()
         self.cancel_event.set()
         return True
 
@@ -158,6 +200,8 @@ class RunRecord:
                 "options": dict(self.options),
                 "output_notebook": self.output_notebook,
                 "error": self.error,
+                "version": self.version,
+                "settled": self.settled,
             }
 
     def _dashboard_proxy(self) -> str | None:
@@ -177,6 +221,23 @@ class RunRecord:
                 }
             )
         return data
+
+
+@contextlib.contextmanager
+def warm_cluster_for(cluster: WarmCluster | None, named: str | None) -> Iterator[str | None]:
+    """The server's warm cluster's address, held for one run (UI run or schedule), unless the
+    run or the environment names a cluster (--scheduler, DASK_SCHEDULER_ADDRESS, Dask's
+    scheduler-address): then None, and the run goes where it was told."""
+    if cluster is None or named or configured_scheduler_address(None):
+        yield None
+        return
+    with cluster.lease() as address:
+        yield address
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def proxy_available() -> bool:
@@ -277,15 +338,10 @@ class RunManager:
         threading.Thread(target=work, name=f"kiln-run-{run_id}", daemon=True).start()
         return record
 
-    @contextlib.contextmanager
-    def _cluster_for(self, options: Mapping[str, Any]) -> Iterator[str | None]:
-        """The warm cluster's address, held for the run, unless the run or the environment
-        names a cluster (--scheduler, DASK_SCHEDULER_ADDRESS, Dask's scheduler-address)."""
-        if self.cluster is None or options.get("scheduler") or configured_scheduler_address(None):
-            yield None
-            return
-        with self.cluster.lease() as address:
-            yield address
+    def _cluster_for(
+        self, options: Mapping[str, Any]
+    ) -> contextlib.AbstractContextManager[str | None]:
+        return warm_cluster_for(self.cluster, options.get("scheduler"))
 
     def get(self, run_id: str) -> RunRecord | None:
         with self._lock:

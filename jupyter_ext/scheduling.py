@@ -10,15 +10,19 @@ bounded walk), and every database a schedule is created in or listed from while 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from compiler.lineage import LineageStore
 from compiler.lineage.store import DEFAULT_DB, ENV_URL
-from compiler.schedule.scheduler import Action, Scheduler
+from compiler.runtime.warm import WarmCluster
+from compiler.schedule.scheduler import Action, Schedule, Scheduler, run_job
+from jupyter_ext.runs import warm_cluster_for
 from jupyter_ext.stores import LineageStores
 
 ENV_RUN_SCHEDULER = "KILN_RUN_SCHEDULER"
@@ -56,9 +60,13 @@ class SchedulerService:
         enabled: bool,
         poll_seconds: float = 1.0,
         dask_scheduler: str | None = None,
+        cluster: WarmCluster | None = None,
         log: logging.Logger | None = None,
     ):
         self.stores = stores
+        # The server's warm cluster: kiln-engine jobs run on it, as UI runs do, instead of each
+        # starting and stopping a LocalCluster of its own (seconds a job on a laptop).
+        self.cluster = cluster
         self.enabled = enabled
         self.poll_seconds = poll_seconds
         self.dask_scheduler = dask_scheduler or None
@@ -78,13 +86,19 @@ class SchedulerService:
         with self._lock:
             if self._stopped or store.url in self._schedulers:
                 return
-            scheduler = Scheduler(store, dask_scheduler=self.dask_scheduler)
+            scheduler = Scheduler(store, dask_scheduler=self.dask_scheduler, job=self._job)
             thread = threading.Thread(
                 target=self._serve, args=(scheduler,), name="kiln-scheduler", daemon=True
             )
             self._schedulers[store.url] = (scheduler, thread)
         thread.start()
         self.log.info("Kiln scheduler: running due schedules of %s", _safe(store.url))
+
+    def _job(self, schedule: Schedule, due: dt.datetime) -> dict[str, Any]:
+        if schedule.engine != "kiln":
+            return run_job(schedule, due, dask_scheduler=self.dask_scheduler)
+        with warm_cluster_for(self.cluster, self.dask_scheduler) as address:
+            return run_job(schedule, due, dask_scheduler=address or self.dask_scheduler)
 
     def _serve(self, scheduler: Scheduler) -> None:
         def report(action: Action) -> None:

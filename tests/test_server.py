@@ -303,6 +303,76 @@ def test_run_reports_every_task_and_the_output_notebook(kiln, root, dask_schedul
 
 
 @pytest.mark.timeout(300)
+def test_the_ui_follows_a_run_with_long_polls_that_answer_each_change(
+    kiln, root, dask_scheduler_address
+):
+    """As the Pipeline panel follows a run: each request names the version it has and the
+    server answers when the run changed, so every answer brings something new, the task's
+    `running` comes while the task runs, and the last answer is the settled run."""
+    make_notebook(
+        root / "slow.ipynb",
+        [
+            ("import time", ["setup"]),
+            ("time.sleep(1.5)\nx = 1", ["task:slow"]),
+            ("y = x + 1", ["task:after"]),
+        ],
+    )
+    _, started = kiln.post("runs", {"path": "slow.ipynb", "scheduler": dask_scheduler_address})
+    run_id = started["run_id"]
+    state = kiln.get("runs", run_id)  # the first poll answers at once
+    events = list(state["events"])
+    answers = [state]
+    while not state["settled"]:
+        state = kiln.get(
+            "runs", run_id, since=str(len(events)), after=str(state["version"]), wait="30"
+        )
+        assert state["version"] > answers[-1]["version"] or state["settled"]
+        events += state["events"]
+        answers.append(state)
+
+    assert state["status"] == "succeeded" and state["output_notebook"]
+    assert events == kiln.get("runs", run_id)["events"]  # nothing missed, nothing twice
+    seen = [a["tasks"].get("slow", {}).get("status") for a in answers]
+    assert "running" in seen and seen.index("running") < seen.index("done")
+    # A settled run answers at once, whatever version the reader has.
+    again = kiln.get("runs", run_id, after=str(state["version"]), wait="30")
+    assert again["settled"] and again["version"] == state["version"]
+    code, body = kiln.refused("runs", run_id, params={"after": "soon"})
+    assert code == 400 and "'after' must be an integer" in body["message"]
+
+
+@pytest.mark.timeout(300)
+def test_a_run_reuses_the_compile_of_the_content_the_ui_posted(
+    kiln, root, monkeypatch, dask_scheduler_address
+):
+    """The UI compiles the notebook as it is edited; Run saves it and the server finds that
+    compile instead of analysing the same content again."""
+    import compiler.compile.api as api
+
+    path = make_notebook(root / "once.ipynb", THREE_TASKS)
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:  # as JupyterLab's model posts it: outputs left out
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    _, compiled = kiln.post("compile", {"path": "once.ipynb", "notebook": notebook})
+    assert compiled["ok"]
+    calls: list[Any] = []
+    for name in ("compile_notebook", "compile_notebook_json"):
+        real = getattr(api, name)
+        monkeypatch.setattr(
+            api, name, lambda *a, _real=real, **k: calls.append(a) or _real(*a, **k)
+        )
+
+    code, started = kiln.post("runs", {"path": "once.ipynb", "scheduler": dask_scheduler_address})
+
+    assert code == 202 and calls == []
+    assert wait_for_run(kiln, started["run_id"])["status"] == "succeeded"
+    path.write_text(path.read_text().replace("n = 4", "n = 6"))  # edited on disk: compiled anew
+    kiln.post("export", {"path": "once.ipynb"})
+    assert len(calls) == 1
+
+
+@pytest.mark.timeout(300)
 def test_failed_task_points_at_its_cell_and_line(kiln, root, dask_scheduler_address):
     make_notebook(
         root / "fails.ipynb",

@@ -153,6 +153,30 @@ def test_kiln_cluster_start_serves_kiln_run_until_stopped(dask_scheduler_address
         assert elsewhere.returncode == 0, elsewhere.stderr
         assert json.loads(elsewhere.stdout)["dashboard"] != status["dashboard"]
 
+        # So does `kiln scheduler`: its kiln-engine job runs on the background cluster.
+        report = make_notebook(
+            tmp_path / "nb" / "report.ipynb", [("t = 1 + 1", ["task:t"])], owner="Ana Lima"
+        )
+        db = f"sqlite:///{tmp_path / 'schedules.db'}"
+        added = _kiln(
+            "schedule", "add", str(report), "--cron", "* * * * * */2", "--name", "tick",
+            "--lineage-db", db, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        time.sleep(2.5)  # a due time has passed
+        ticked = _kiln("scheduler", "--once", "--lineage-db", db, env=env, cwd=tmp_path)
+        assert ticked.returncode == 0, ticked.stderr
+        listed = _kiln(
+            "schedule", "runs", "tick", "--json", "--lineage-db", db, env=env, cwd=tmp_path
+        )
+        rows = [r for r in json.loads(listed.stdout) if r["status"] == "succeeded"]
+        assert rows, listed.stdout + ticked.stderr
+        beside = f"sqlite:///{report.parent / '.kiln' / 'lineage.db'}"
+        shown = _kiln(
+            "show", rows[0]["kiln_run_id"], "--json", "--lineage-db", beside, env=env, cwd=tmp_path
+        )
+        assert json.loads(shown.stdout)["scheduler_address"] == status["address"], shown.stdout
+
         again = _kiln("cluster", "start", env=env, cwd=tmp_path)
         assert again.returncode == 0 and "already running" in again.stderr
     finally:
@@ -217,3 +241,41 @@ def test_a_warm_cluster_closes_after_its_idle_timeout():
         assert not warm.running
     finally:
         warm.close()
+
+
+def test_the_servers_scheduler_runs_kiln_schedules_on_its_warm_cluster(tmp_path, monkeypatch):
+    """A schedule the Jupyter server runs (c.KilnExtension.run_scheduler) goes to the server's
+    warm cluster, like a run from the UI, instead of starting a LocalCluster of its own."""
+    from compiler.lineage import open_store
+    from compiler.schedule.scheduler import add_schedule, schedule_run_rows
+    from jupyter_ext.scheduling import SchedulerService
+    from jupyter_ext.stores import LineageStores
+
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    notebook = make_notebook(
+        tmp_path / "report.ipynb",
+        [("rows = 3", ["parameters"]), ("total = sum(range(rows))", ["task:total"])],
+        owner="Ana Lima",
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'lineage.db'}")
+    warm = WarmCluster(workers=1, idle_timeout=600)
+    service = SchedulerService(LineageStores(), enabled=True, poll_seconds=0.5, cluster=warm)
+    try:
+        address = warm.address()
+        add_schedule(store, "often", notebook, "* * * * * */2")  # every 2 seconds
+        service.watch(store)
+        deadline = time.monotonic() + 180
+        rows: list[dict] = []
+        while time.monotonic() < deadline:
+            rows = [r for r in schedule_run_rows(store, "often") if r["status"] == "succeeded"]
+            if rows:
+                break
+            time.sleep(0.5)
+        assert rows, schedule_run_rows(store, "often")
+        with open_store(None, notebook) as lineage:  # the run's lineage: beside the notebook
+            run = lineage.show_run(rows[0]["kiln_run_id"])
+        assert run["scheduler_address"] == address and warm.starts == 1
+    finally:
+        service.stop()
+        warm.close()
+        store.close()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 
+from compiler.model.hashing import digest
 from compiler.model.validation import InvalidValue, check_json_depth
 from jupyter_ext.paths import (
     PathRefused,
@@ -151,16 +154,62 @@ def optional_str(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
+# Compile results of this server by (path, content): the UI compiles the notebook's content as it
+# is edited (POST /kiln/compile), and a run, export or schedule of the saved file finds that
+# result here instead of compiling again (a compile is a pure function of the content, the path
+# and the compiler's source; see compiler.compile.cache). Only clean compiles are kept, as there.
+COMPILED_KEPT = 32
+_compiled: OrderedDict[str, Any] = OrderedDict()
+_compiled_lock = threading.Lock()
+
+
+def _content_key(full: Path, notebook: Any) -> str | None:
+    """A digest of what compiling reads: the cells without outputs or execution counts (the UI
+    posts them so, a saved file has them) and the path. None for content that is not JSON."""
+    try:
+        data = json.loads(notebook) if isinstance(notebook, str | bytes) else notebook
+        cells = [
+            {k: v for k, v in cell.items() if k not in ("outputs", "execution_count")}
+            if isinstance(cell, dict)
+            else cell
+            for cell in data.get("cells") or []
+        ]
+        content = {**data, "cells": cells}
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return digest([str(full), content])
+
+
 def _compile(full: Path, notebook: Any) -> Any:
     from compiler.compile.api import compile_notebook, compile_notebook_json
 
+    text = None
     if notebook is None:
-        return compile_notebook(full)
-    return compile_notebook_json(notebook, full.name, str(full))
+        try:
+            text = full.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return compile_notebook(full)  # its own message for an unreadable file
+    key = _content_key(full, text if notebook is None else notebook)
+    if key is not None:
+        with _compiled_lock:
+            if key in _compiled:
+                _compiled.move_to_end(key)
+                return _compiled[key]
+    if notebook is None:
+        result = compile_notebook(full, text)
+    else:
+        result = compile_notebook_json(notebook, full.name, str(full))
+    if key is not None and result.ok:
+        with _compiled_lock:
+            _compiled[key] = result
+            while len(_compiled) > COMPILED_KEPT:
+                _compiled.popitem(last=False)
+    return result
 
 
 async def compile_in_thread(full: Path, notebook: Any = None) -> Any:
-    """CompileResult, or HTTP 400 when the content is not a readable notebook."""
+    """CompileResult, or HTTP 400 when the content is not a readable notebook. The same content
+    at the same path is compiled once (see `_compiled`)."""
     from compiler.model.diagnostics import NotebookLoadError
 
     try:

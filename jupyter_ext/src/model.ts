@@ -32,7 +32,10 @@ export const TASK_COLORS = [
   '#bab0ac'
 ];
 
+/** Between polls of a server that does not hold them (one without `version`). */
 const POLL_MS = 500;
+/** How long the server may hold a poll until the run changes (its long poll, seconds). */
+const LONG_POLL_S = 25;
 
 /** Which task a cell belongs to, as the last compile result says. */
 export interface ICellTask {
@@ -336,7 +339,7 @@ export class PipelineModel implements IDisposable {
         use_cache: options.useCache === false ? false : undefined,
         force: options.force && options.force.length ? options.force : undefined
       });
-      this._run = { ...started, tasks: {} };
+      this._run = { ...started, tasks: {}, version: undefined }; // the first poll answers at once
       this._events = [];
       this._rememberSources();
       runId = started.run_id;
@@ -407,29 +410,63 @@ export class PipelineModel implements IDisposable {
     this.scheduleCompile();
   }
 
+  /**
+   * Follow a run until it ends: the server answers each request as soon as the run changed
+   * (a long poll), so a badge turns `running` when its task does. Returns at the run's final
+   * state; the result that settles just after (lineage closed, the output notebook's link, a
+   * budget that failed the run) is still followed, in the background.
+   */
   private async _follow(runId: string): Promise<void> {
     while (!this._disposed) {
-      let state: IRunState;
-      try {
-        state = await requestKiln<IRunState>(`runs/${runId}?since=${this._run?.event_count ?? 0}`);
-      } catch (error) {
-        this._runError = `lost track of run ${runId}: ${(error as Error).message}`;
-        this._changed.emit();
+      if (!(await this._pollRun(runId))) {
         return;
       }
-      if (this._run?.run_id !== runId) {
-        return; // another run took over
-      }
-      if ((state.events?.length ?? 0) > 0) {
-        this._events = [...this._events, ...(state.events ?? [])];
-      }
-      this._run = state;
-      this._changed.emit();
-      if (isFinalRun(state.status)) {
+      if (isFinalRun(this._run!.status)) {
+        if (!this._run!.settled && this._run!.version !== undefined) {
+          void this._followUntilSettled(runId);
+        }
         return;
       }
-      await new Promise(resolve => window.setTimeout(resolve, POLL_MS));
     }
+  }
+
+  private async _followUntilSettled(runId: string): Promise<void> {
+    while (!this._disposed && this._run?.run_id === runId && !this._run.settled) {
+      if (!(await this._pollRun(runId))) {
+        return;
+      }
+    }
+  }
+
+  /** One (long) poll of the run; false when the run is no longer this model's to follow. */
+  private async _pollRun(runId: string): Promise<boolean> {
+    const known = this._run?.run_id === runId ? this._run : null;
+    const asked = Date.now();
+    let state: IRunState;
+    try {
+      const after = known?.version !== undefined ? `&after=${known.version}&wait=${LONG_POLL_S}` : '';
+      state = await requestKiln<IRunState>(`runs/${runId}?since=${known?.event_count ?? 0}${after}`);
+    } catch (error) {
+      this._runError = `lost track of run ${runId}: ${(error as Error).message}`;
+      this._changed.emit();
+      return false;
+    }
+    if (this._run?.run_id !== runId || this._disposed) {
+      return false; // another run took over
+    }
+    if ((state.events?.length ?? 0) > 0) {
+      this._events = [...this._events, ...(state.events ?? [])];
+    }
+    this._run = state;
+    this._changed.emit();
+    if (state.version === undefined || (state.version === known?.version && !state.settled)) {
+      // A server that answers at once (no long poll), or a long poll that timed out.
+      const rest = POLL_MS - (Date.now() - asked);
+      if (rest > 0) {
+        await new Promise(resolve => window.setTimeout(resolve, rest));
+      }
+    }
+    return true;
   }
 
   /** Show this server's latest run of the notebook; follow it if it is still going. */
@@ -441,7 +478,7 @@ export class PipelineModel implements IDisposable {
       if (runs.length === 0 || this._run !== null) {
         return;
       }
-      this._run = { ...runs[0], tasks: {} };
+      this._run = { ...runs[0], tasks: {}, version: undefined };
       this._events = [];
       this._rememberSources(); // after a reload: changes from now on are known
       this._changed.emit();

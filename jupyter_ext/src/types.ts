@@ -129,6 +129,10 @@ export interface IRunState {
   events?: IRunEvent[];
   event_count?: number;
   options?: { use_cache?: boolean; force?: string[] };
+  /** Bumped by every change: a long poll with `after=version` waits for the next one. */
+  version?: number;
+  /** The run's call returned: lineage closed, its result and output notebook known. */
+  settled?: boolean;
 }
 
 /** Settings from the settings registry (schema: jupyter_ext/schema/pipeline.json). */
