@@ -1,0 +1,222 @@
+"""Kiln tag edits in JupyterLab: one step of the notebook's undo history, and a notebook that
+opening alone never marks changed.
+
+Shares the session's JupyterLab server (tests/ui/conftest.py). Screenshots go to
+tests/ui/screenshots/latest/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.nbutil import make_notebook
+
+from .conftest import Lab
+from .test_lab_pipeline import PANEL, _dismiss_toasts, cell, open_notebook, open_panel, select_cell
+
+pytestmark = pytest.mark.timeout(300)
+
+MODEL_TAGS = """name => {
+  for (const w of window.jupyterapp.shell.widgets('main')) {
+    if (w.context && w.context.path === name && w.content.widgets) {
+      return w.content.widgets.map(c => c.model.getMetadata('tags') ?? []);
+    }
+  }
+  return null;
+}"""
+
+SOURCE = """([name, index]) => {
+  for (const w of window.jupyterapp.shell.widgets('main')) {
+    if (w.context && w.context.path === name && w.content.widgets) {
+      return w.content.widgets[index].model.sharedModel.getSource();
+    }
+  }
+  return null;
+}"""
+
+DIRTY = """name => {
+  for (const w of window.jupyterapp.shell.widgets('main')) {
+    if (w.context && w.context.path === name) {
+      return w.context.model.dirty;
+    }
+  }
+  return null;
+}"""
+
+
+def model_tags(page: Any, name: str) -> list[list[str]]:
+    """Each cell's tags as the notebook model holds them (what a save would write)."""
+    return list(page.evaluate(MODEL_TAGS, name))
+
+
+def saved_tags(path: Path) -> list[list[str]]:
+    return [c.get("metadata", {}).get("tags", []) for c in json.loads(path.read_text())["cells"]]
+
+
+def wait_model_tags(page: Any, name: str, expected: list[list[str]]) -> None:
+    page.wait_for_function(
+        f"([name, expected]) => JSON.stringify(({MODEL_TAGS})(name)) === JSON.stringify(expected)",
+        arg=[name, expected],
+        timeout=10_000,
+    )
+
+
+def wait_source(page: Any, name: str, index: int, expected: str) -> None:
+    page.wait_for_function(
+        f"([arg, expected]) => ({SOURCE})(arg) === expected",
+        arg=[[name, index], expected],
+        timeout=10_000,
+    )
+
+
+def edit_menu(page: Any, command: str) -> None:
+    """Edit → Undo / Redo from the menu bar, as a user would."""
+    page.locator(".lm-MenuBar-item:has-text('Edit')").first.click()
+    page.locator(f".lm-Menu-item[data-command='{command}']").click()
+
+
+def save_and_wait(page: Any, path: Path, expected: list[list[str]]) -> None:
+    page.keyboard.press("Control+s")
+    for _ in range(50):  # the save lands on disk
+        if saved_tags(path) == expected:
+            return
+        page.wait_for_timeout(200)
+    assert saved_tags(path) == expected
+
+
+def test_undo_and_redo_revert_kiln_tag_edits(lab: Lab, page: Any, screenshots: Path) -> None:
+    name = "undo.ipynb"
+    path = make_notebook(
+        lab.root / name,
+        [
+            ("import statistics", ["setup"]),
+            "# md: ## Load the data",
+            "values = [3, 1, 4, 1, 5, 9, 2, 6]",
+            "# md: ## Summarise",
+            "mean = statistics.mean(values)",
+            ("spread = statistics.pstdev(values) / mean", ["task:spread", "owner-reviewed"]),
+        ],
+    )
+    original = saved_tags(path)
+    open_notebook(page, lab, name)
+    open_panel(page)
+    wait_model_tags(page, name, original)  # the model holds the file's cells once loaded
+
+    # 1. Split by Headings tags two cells at once: one Undo (Edit menu) takes both back, one
+    # Redo (Shift+Z in command mode) puts both back.
+    page.keyboard.press("Control+Shift+c")
+    page.fill(".lm-CommandPalette-input", "Split by Headings")
+    page.keyboard.press("Enter")
+    page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()
+    split = [list(t) for t in original]
+    split[2] = ["task:load_the_data"]
+    split[4] = ["task:summarise"]
+    wait_model_tags(page, name, split)
+    select_cell(page, 2)
+    page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('task:load_the_data')")
+    edit_menu(page, "editmenu:undo")
+    wait_model_tags(page, name, original)
+    select_cell(page, 2)
+    page.wait_for_selector(f"{PANEL} .kiln-Panel-cell h3:has-text('Cell 2')")
+    assert "task:load_the_data" not in page.locator(f"{PANEL} .kiln-Panel-cell").inner_text()
+    page.keyboard.press("Shift+z")
+    wait_model_tags(page, name, split)
+
+    # 2. The panel's Apply renames a task and sets retries; `z` in command mode undoes it
+    # (other tags untouched), Ctrl+Shift+Z redoes it, Ctrl+Z undoes it again.
+    select_cell(page, 5)
+    editor = page.locator(f"{PANEL} .kiln-TagEditor")
+    editor.locator("input[name=name]").fill("dispersion")
+    editor.locator(".kiln-TagEditor-options > summary").click()
+    editor.locator("input[name=retries]").fill("2")
+    page.wait_for_function(
+        f"!document.querySelector('{PANEL} .kiln-Panel-apply').disabled", timeout=10_000
+    )
+    page.locator(f"{PANEL} .kiln-Panel-apply").click()
+    renamed = [list(t) for t in split]
+    renamed[5] = ["owner-reviewed", "task:dispersion", "retries:2"]
+    wait_model_tags(page, name, renamed)
+    select_cell(page, 5)
+    page.keyboard.press("z")
+    wait_model_tags(page, name, split)
+    page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('task:spread')")
+    _dismiss_toasts(page)
+    page.screenshot(path=str(screenshots / "21-tag-edit-undone.png"))
+    page.keyboard.press("Control+Shift+z")
+    wait_model_tags(page, name, renamed)
+    # Text typed after the tag edit is undone first, then the tag edit: one history, in order.
+    source = "spread = statistics.pstdev(values) / mean"
+    cell(page, 5).locator(".cm-content").click()
+    page.keyboard.press("End")
+    page.keyboard.type("  # checked")
+    page.keyboard.press("Escape")
+    wait_source(page, name, 5, source + "  # checked")
+    page.keyboard.press("Control+z")
+    wait_source(page, name, 5, source)
+    assert model_tags(page, name) == renamed
+    page.keyboard.press("Control+z")
+    wait_model_tags(page, name, split)
+    assert page.evaluate(SOURCE, [name, 5]) == source
+
+    # 3. The cell toolbar's dialog: Apply, then Undo from the Edit menu.
+    select_cell(page, 0)
+    cell(page, 0).hover()
+    cell(page, 0).locator("[data-command='kiln:edit-cell-tags']").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("select[name=role]").select_option("skip")
+    dialog.locator(".jp-Dialog-button.jp-mod-accept").click()
+    page.wait_for_selector(".jp-Dialog", state="detached")
+    skipped = [list(t) for t in split]
+    skipped[0] = ["skip"]
+    wait_model_tags(page, name, skipped)
+    edit_menu(page, "editmenu:undo")
+    wait_model_tags(page, name, split)
+
+    # What is saved is what the model holds after the undos: Split by Headings' tags, the
+    # rename and the skip undone. Saving after the undo asks nothing (no stray tag change).
+    save_and_wait(page, path, split)
+    assert model_tags(page, name) == split
+    # Undo past the split, then save: the file is as it was made.
+    select_cell(page, 5)
+    page.keyboard.press("z")
+    wait_model_tags(page, name, original)
+    save_and_wait(page, path, original)
+
+
+def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
+    """Opening a notebook, its panel, its Pipeline view and selecting cells changes nothing."""
+    name = "clean.ipynb"
+    make_notebook(
+        lab.root / name,
+        [
+            "# md: # Churn report\nLoad, score, report.",
+            ("import statistics", ["setup"]),
+            ("threshold = 0.5", ["parameters"]),
+            ("rows = [0.2, 0.7, 0.9, 0.4]", ["task:load"]),
+            ("churned = [r for r in rows if r > threshold]", ["task:score", "retries:1"]),
+            ("print(len(churned), statistics.mean(rows))", ["task:report"]),
+        ],
+    )
+    before = (lab.root / name).read_bytes()
+    open_notebook(page, lab, name)
+    open_panel(page)
+    page.wait_for_function(
+        f"document.querySelectorAll('{PANEL} .kiln-Dag-node').length === 3", timeout=30_000
+    )
+    page.keyboard.press("Control+Shift+c")
+    page.fill(".lm-CommandPalette-input", "Open Pipeline View")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".kiln-View .kiln-Dag-node")
+    page.locator(".lm-TabBar-tab:has-text('clean.ipynb')").first.click()
+    for index in (1, 2, 4, 5):
+        select_cell(page, index)
+        page.wait_for_selector(f"{PANEL} .kiln-Panel-cell h3:has-text('Cell {index}')")
+    page.wait_for_timeout(2000)  # recompiles and badge updates have landed
+    assert page.evaluate(DIRTY, name) is False
+    tab = page.locator(".lm-TabBar-tab:has-text('clean.ipynb')").first
+    assert "jp-mod-dirty" not in (tab.get_attribute("class") or "")
+    assert (lab.root / name).read_bytes() == before
