@@ -188,9 +188,16 @@ def test_undo_and_redo_revert_kiln_tag_edits(lab: Lab, page: Any, screenshots: P
 
 
 def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
-    """Opening a notebook, its panel, its Pipeline view and selecting cells changes nothing."""
+    """Opening a saved notebook, its panel, its Pipeline view and selecting cells changes
+    nothing: no dirty marker, nothing written.
+
+    The stray marker seen before came from JupyterLab itself, not Kiln: when the kernel starts,
+    JupyterLab writes the kernel's `kernelspec` display name and full `language_info` into the
+    notebook's metadata, which marks any notebook saved elsewhere (binder/demo.ipynb, one
+    written by nbformat) modified. So the notebook is first saved once in this JupyterLab, as a
+    user's would be, then opened again."""
     name = "clean.ipynb"
-    make_notebook(
+    path = make_notebook(
         lab.root / name,
         [
             "# md: # Churn report\nLoad, score, report.",
@@ -201,8 +208,23 @@ def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
             ("print(len(churned), statistics.mean(rows))", ["task:report"]),
         ],
     )
-    before = (lab.root / name).read_bytes()
+    made = saved_tags(path)
     open_notebook(page, lab, name)
+    page.wait_for_function(
+        "name => { for (const w of window.jupyterapp.shell.widgets('main')) {"
+        " if (w.context && w.context.path === name) {"
+        " return !!w.model.getMetadata('language_info')?.version; } } return false; }",
+        arg=name,
+        timeout=60_000,
+    )  # the kernel has reported its language: JupyterLab's own metadata update is done
+    cell(page, 1).locator(".jp-InputPrompt").click()
+    page.keyboard.press("Control+s")
+    page.wait_for_function(f"name => ({DIRTY})(name) === false", arg=name)
+    assert saved_tags(path) == made  # what Kiln wrote on the way: nothing
+    before = path.read_bytes()
+
+    page.reload()
+    page.wait_for_selector(".jp-NotebookPanel-toolbar [data-command='kiln:run']", timeout=60_000)
     open_panel(page)
     page.wait_for_function(
         f"document.querySelectorAll('{PANEL} .kiln-Dag-node').length === 3", timeout=30_000
@@ -215,8 +237,8 @@ def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
     for index in (1, 2, 4, 5):
         select_cell(page, index)
         page.wait_for_selector(f"{PANEL} .kiln-Panel-cell h3:has-text('Cell {index}')")
-    page.wait_for_timeout(2000)  # recompiles and badge updates have landed
+    page.wait_for_timeout(3000)  # the kernel, recompiles and badge updates have landed
     assert page.evaluate(DIRTY, name) is False
     tab = page.locator(".lm-TabBar-tab:has-text('clean.ipynb')").first
     assert "jp-mod-dirty" not in (tab.get_attribute("class") or "")
-    assert (lab.root / name).read_bytes() == before
+    assert path.read_bytes() == before
