@@ -334,7 +334,7 @@ def test_tag_form_checks_as_you_type_and_keeps_other_tags(lab: Lab, page: Any) -
     assert editor.locator("input[name=retries]").get_attribute("placeholder").startswith("e.g.")
     editor.locator("input[name=name]").fill("Logistic Regression")
     note = page.locator(f"{PANEL} .kiln-TagEditor-note")
-    page.wait_for_selector(f"{PANEL} .kiln-TagEditor-note:has-text('new lineage')")
+    page.wait_for_selector(f"{PANEL} .kiln-TagEditor-note:has-text('keeps the lineage')")
     assert "logistic_regression" in note.inner_text()
     editor.locator("input[name=retries]").fill("three")
     message = page.locator(f"{PANEL} .kiln-TagEditor-message")
