@@ -1,5 +1,6 @@
-"""Kiln tag edits in JupyterLab: one step of the notebook's undo history, and a notebook that
-opening alone never marks changed.
+"""State that is never stale: Kiln tag edits are steps of the notebook's undo history, opening
+a notebook never marks it changed, the schedules section follows runs made by another process,
+and the dashboard link lives exactly as long as the run's cluster.
 
 Shares the session's JupyterLab server (tests/ui/conftest.py). Screenshots go to
 tests/ui/screenshots/latest/ (git-ignored).
@@ -8,6 +9,10 @@ tests/ui/screenshots/latest/ (git-ignored).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,15 @@ import pytest
 from tests.nbutil import make_notebook
 
 from .conftest import Lab
-from .test_lab_pipeline import PANEL, _dismiss_toasts, cell, open_notebook, open_panel, select_cell
+from .test_lab_pipeline import (
+    PANEL,
+    _dismiss_toasts,
+    cell,
+    open_notebook,
+    open_panel,
+    put_settings,
+    select_cell,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -242,3 +255,107 @@ def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
     tab = page.locator(".lm-TabBar-tab:has-text('clean.ipynb')").first
     assert "jp-mod-dirty" not in (tab.get_attribute("class") or "")
     assert path.read_bytes() == before
+
+
+def kiln_cli(lab: Lab, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "compiler.cli", *argv]
+
+
+def cli_env() -> dict[str, str]:
+    repo = str(Path(__file__).parents[2])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+
+
+def test_schedules_follow_another_process_without_a_reload(
+    lab: Lab, page: Any, screenshots: Path
+) -> None:
+    """`kiln schedule add`, `kiln scheduler`, `kiln schedule pause` and `remove` in a terminal:
+    the open panel shows each change by itself."""
+    path = make_notebook(
+        lab.root / "nightly.ipynb",
+        [
+            ("import statistics", ["setup"]),
+            ("orders = [120, 95, 143, 110]", ["task:load_orders"]),
+            ("print('mean', statistics.mean(orders))", ["task:summary"]),
+        ],
+        owner="ana@example.com",
+    )
+    open_notebook(page, lab, "nightly.ipynb")
+    open_panel(page)
+    page.wait_for_selector(f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')")
+
+    def cli(*argv: str) -> None:
+        subprocess.run(
+            kiln_cli(lab, *argv), cwd=lab.root, env=cli_env(), check=True, capture_output=True
+        )
+
+    cli("schedule", "add", str(path), "--cron", "* * * * * */5", "--engine", "papermill")
+    item = page.locator(f"{PANEL} .kiln-Schedule[data-schedule='nightly']")
+    item.wait_for(timeout=30_000)  # no reload, no click: the section polls while visible
+    scheduler = subprocess.Popen(
+        kiln_cli(lab, "scheduler", "--poll", "1"),
+        cwd=lab.root,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        page.wait_for_selector(
+            f"{PANEL} .kiln-Schedule[data-schedule='nightly'] "
+            ".kiln-ScheduleRun.kiln-mod-status-succeeded",
+            timeout=120_000,
+        )
+    finally:
+        scheduler.send_signal(signal.SIGINT)
+        try:
+            scheduler.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            scheduler.kill()
+            scheduler.wait()
+    cli("schedule", "pause", "nightly")
+    page.wait_for_selector(f"{PANEL} .kiln-Schedule.kiln-mod-paused", timeout=30_000)
+    _dismiss_toasts(page)
+    page.screenshot(path=str(screenshots / "22-schedule-from-the-terminal.png"))
+    cli("schedule", "remove", "nightly")
+    page.wait_for_selector(
+        f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')", timeout=30_000
+    )
+
+
+def test_the_dashboard_link_lives_as_long_as_the_cluster(lab: Lab, page: Any) -> None:
+    """A run on a cluster of the user's (the scheduler address setting): the link goes through
+    jupyter-server-proxy and answers while the cluster is up, after the run too; once the
+    cluster is closed, the run's link is gone (here after a reload: a finished run is not
+    polled)."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+    )
+    try:
+        put_settings(lab, "nbkiln:pipeline", {"schedulerAddress": cluster.scheduler_address})
+        make_notebook(
+            lab.root / "dashboard.ipynb",
+            [
+                ("import time", ["setup"]),
+                ("time.sleep(2)\nrows = list(range(1000))", ["task:load"]),
+                ("total = sum(rows)", ["task:total"]),
+            ],
+        )
+        open_notebook(page, lab, "dashboard.ipynb")
+        open_panel(page)
+        page.wait_for_function(
+            f"document.querySelectorAll('{PANEL} .kiln-Dag-node').length === 2", timeout=30_000
+        )
+        page.locator(f"{PANEL} .kiln-Panel-run-button").click()
+        page.wait_for_selector(f"{PANEL} .kiln-Run.kiln-mod-run-succeeded", timeout=120_000)
+        link = page.locator(f"{PANEL} .kiln-Run-dashboard")
+        href = link.get_attribute("href")
+        assert href.startswith(f"{lab.url}proxy/")  # through the Jupyter server, not the port
+        assert page.evaluate("url => fetch(url).then(r => r.status)", href) == 200
+    finally:
+        cluster.close()
+    page.reload()
+    page.wait_for_selector(f"{PANEL} .kiln-Run.kiln-mod-run-succeeded", timeout=60_000)
+    assert page.locator(f"{PANEL} .kiln-Run-dashboard").count() == 0
+    put_settings(lab, "nbkiln:pipeline", {})
