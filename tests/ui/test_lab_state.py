@@ -158,7 +158,7 @@ def test_undo_and_redo_revert_kiln_tag_edits(lab: Lab, page: Any, screenshots: P
     wait_model_tags(page, name, split)
     page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('task:spread')")
     _dismiss_toasts(page)
-    page.screenshot(path=str(screenshots / "21-tag-edit-undone.png"))
+    page.screenshot(path=str(screenshots / "23-tag-edit-undone.png"))
     page.keyboard.press("Control+Shift+z")
     wait_model_tags(page, name, renamed)
     # Text typed after the tag edit is undone first, then the tag edit: one history, in order.
@@ -315,7 +315,7 @@ def test_schedules_follow_another_process_without_a_reload(
     cli("schedule", "pause", "nightly")
     page.wait_for_selector(f"{PANEL} .kiln-Schedule.kiln-mod-paused", timeout=30_000)
     _dismiss_toasts(page)
-    page.screenshot(path=str(screenshots / "22-schedule-from-the-terminal.png"))
+    page.screenshot(path=str(screenshots / "24-schedule-from-the-terminal.png"))
     cli("schedule", "remove", "nightly")
     page.wait_for_selector(
         f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')", timeout=30_000
