@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compiler.lineage import LineageStore, list_runs, show_run
+from compiler.lineage import LineageStore, find_task, list_runs, show_run
 from jupyter_ext.stores import inside
 
 TASK_FIELDS = (
@@ -57,15 +57,23 @@ def task_view(root: Path, notebook_file: Path, task: dict[str, Any]) -> dict[str
 
 
 def task_history(
-    store: LineageStore, root: Path, notebook_file: Path, task: str | None, limit: int
+    store: LineageStore,
+    root: Path,
+    notebook_file: Path,
+    task: str | None,
+    limit: int,
+    cell_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The notebook's latest runs (newest first). With `task`: only runs that had that task,
-    each with the task's record; without: each run with all its tasks."""
+    each with the task's record; without: each run with all its tasks. `cell_id`, the cell the
+    task starts at, finds its runs under earlier names too (`find_task`): a rename keeps the
+    lineage; `recorded_as` says the name a run knew it by."""
     history = []
     for listed in list_runs(store, notebook=notebook_file, limit=limit):
         run = show_run(store, listed["run_id"])
         tasks = {t["task"]: t for t in run["tasks"]}
-        if task is not None and task not in tasks:
+        found = find_task(run["tasks"], task, cell_id) if task is not None else None
+        if task is not None and found is None:
             continue
         item = {
             "run_id": run["run_id"],
@@ -82,8 +90,9 @@ def task_history(
             "cost": run.get("cost"),
             "budget": run.get("budget"),
         }
-        if task is not None:
-            item["task"] = task_view(root, notebook_file, tasks[task])
+        if found is not None:
+            item["task"] = task_view(root, notebook_file, dict(found))
+            item["recorded_as"] = found["task"]
         else:
             item["tasks"] = {name: task_view(root, notebook_file, t) for name, t in tasks.items()}
         history.append(item)

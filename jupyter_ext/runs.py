@@ -26,7 +26,7 @@ from compiler.model.ids import new_run_id
 from compiler.model.statuses import FINAL_RUN_STATES, RunStatus, TaskStatus
 from compiler.ops.run import run_spec
 from compiler.runtime.cluster import configured_scheduler_address
-from compiler.runtime.warm import WarmCluster
+from compiler.runtime.warm import WarmCluster, answers
 from jupyter_ext.paths import api_path_of
 
 Runner = Callable[..., Any]  # run_spec's signature; returns an object with to_dict()
@@ -185,6 +185,7 @@ class RunRecord:
                 self.output_notebook = None  # written outside the root: not servable
 
     def summary(self) -> dict[str, Any]:
+        proxy = self._dashboard_proxy()  # may connect: outside the lock
         with self.lock:
             return {
                 "run_id": self.run_id,
@@ -195,7 +196,7 @@ class RunRecord:
                 "dashboard": self.dashboard,
                 # The dashboard through this Jupyter server (jupyter-server-proxy), relative
                 # to its base URL; null when the cluster is gone or the proxy is missing.
-                "dashboard_proxy": self._dashboard_proxy(),
+                "dashboard_proxy": proxy,
                 "scheduler": self.scheduler,
                 "options": dict(self.options),
                 "output_notebook": self.output_notebook,
@@ -205,9 +206,13 @@ class RunRecord:
             }
 
     def _dashboard_proxy(self) -> str | None:
-        if not self.dashboard or (self.done and self.scheduler is None):
-            return None  # the run's own LocalCluster closes with the run
-        return dashboard_proxy_path(self.dashboard)
+        dashboard = self.dashboard
+        proxy = dashboard_proxy_path(dashboard) if dashboard else None
+        if proxy and self.done and not dashboard_answers(str(dashboard)):
+            # Its cluster is gone: a run's own LocalCluster closes with the run; the warm or an
+            # external cluster may outlive it, and then the link stays while it answers.
+            return None
+        return proxy
 
     def to_dict(self, since: int = 0) -> dict[str, Any]:
         data = self.summary()
@@ -246,6 +251,13 @@ def proxy_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def dashboard_answers(dashboard: str) -> bool:
+    """Whether the dashboard's port takes a connection; only loopback dashboards are asked
+    (those the proxy serves), where a closed port is refused at once."""
+    parts = urlsplit(dashboard)
+    return answers(f"tcp://{parts.hostname}:{parts.port}", timeout=0.2)
 
 
 def dashboard_proxy_path(dashboard: str) -> str | None:

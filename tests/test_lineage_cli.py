@@ -393,3 +393,52 @@ def test_a_real_run_recorded_in_postgresql(tmp_path, capsys, monkeypatch, dask_s
     monkeypatch.delenv("KILN_LINEAGE_DB")
     code, out, _ = kiln(capsys, "show", first.run_id[:5], "--lineage-db", url)
     assert code == 0 and out.startswith(f"run {first.run_id}  succeeded")
+
+
+def test_a_renamed_task_keeps_its_lineage(tmp_path, capsys, monkeypatch, dask_scheduler_address):
+    """Renaming `task:fit` to `task:fit_model` (the tag on the same cell, as the Pipeline panel
+    does): the task's history holds the runs under both names, and `kiln diff` says renamed."""
+    from compiler.lineage import diff_runs
+    from jupyter_ext.history import task_history
+
+    notebook = make_notebook(
+        tmp_path / "sales.ipynb",
+        [
+            ("import statistics", ["setup"]),
+            ("sales = [12.0, 15.5, 9.25, 20.0, 17.75]", ["task:load_sales"]),
+            ("trend = statistics.linear_regression(range(len(sales)), sales)", ["task:fit"]),
+            ("print(f'slope {trend.slope:.2f}')", ["task:report"]),
+        ],
+    )
+    monkeypatch.chdir(tmp_path)
+    first, _ = recorded_run(notebook, dask_scheduler_address)
+    nb = json.loads(notebook.read_text())
+    fit_cell = nb["cells"][2]
+    fit_cell["metadata"]["tags"] = ["task:fit_model"]
+    notebook.write_text(json.dumps(nb, indent=1))
+    second, _ = recorded_run(notebook, dask_scheduler_address)
+
+    store = open_store(None, notebook)
+    try:
+        history = task_history(store, tmp_path, notebook, "fit_model", 10, fit_cell["id"])
+        assert [(h["run_id"], h["recorded_as"]) for h in history] == [
+            (second.run_id, "fit_model"),
+            (first.run_id, "fit"),
+        ]
+        # Same code, same inputs: the renamed task's run reused the first run's result.
+        assert [h["task"]["status"] for h in history] == ["cached", "done"]
+        # By name alone (no cell: what the panel asked before) the old runs were lost.
+        assert len(task_history(store, tmp_path, notebook, "fit_model", 10)) == 1
+        # Another task's history is untouched by the rename.
+        load = task_history(store, tmp_path, notebook, "load_sales", 10, nb["cells"][1]["id"])
+        assert [h["recorded_as"] for h in load] == ["load_sales", "load_sales"]
+        diff = diff_runs(store, first.run_id, second.run_id)
+    finally:
+        store.close()
+    assert diff["tasks_renamed"] == [{"a": "fit", "b": "fit_model"}]
+    assert diff["tasks_added"] == [] and diff["tasks_removed"] == []
+
+    code, out, err = kiln(capsys, "diff", first.run_id, second.run_id)
+    assert code == 0, err
+    assert "tasks renamed: fit -> fit_model\n" in out
+    assert "tasks added" not in out and "tasks removed" not in out

@@ -457,6 +457,9 @@ def render_diff(diff: Mapping[str, Any]) -> str:
         lines.append(f"tasks added: {', '.join(diff['tasks_added'])}")
     if diff["tasks_removed"]:
         lines.append(f"tasks removed: {', '.join(diff['tasks_removed'])}")
+    if diff.get("tasks_renamed"):
+        renames = [f"{r['a']} -> {r['b']}" for r in diff["tasks_renamed"]]
+        lines.append(f"tasks renamed: {', '.join(renames)}")
     params = [f"{p['name']}: {_value(p['a'])} -> {_value(p['b'])}" for p in diff["parameters"]]
     lines.append(f"parameters: {'; '.join(params) or 'unchanged'}")
     notebook = diff.get("notebook_path")

@@ -171,6 +171,34 @@ def cells_of(spec_task: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     ]
 
 
+def task_cell(spec_task: Mapping[str, Any] | None) -> str | None:
+    """The id of the cell a task starts at (its `task:` tag's cell): the task's identity across
+    renames. A rename rewrites the tag, never the cell's id (nbformat 4.5 ids are kept by
+    JupyterLab and the compiler), so runs recorded under the old name are the same task's."""
+    cells = (spec_task or {}).get("cells") or []
+    first = cells[0] if cells else None
+    if isinstance(first, Mapping):  # show_run's form: [{"index", "id"}]
+        first = first.get("id")
+    return str(first) if first else None
+
+
+def find_task(
+    tasks: Iterable[Mapping[str, Any]], name: str, cell_id: str | None = None
+) -> Mapping[str, Any] | None:
+    """The record of task `name` (whose first cell is `cell_id`, when known) among one run's
+    tasks: the task that started at that cell, whatever it was called then; else the task of
+    that name (its tag moved to another cell)."""
+    listed = list(tasks)
+    if cell_id:
+        for task in listed:
+            if task_cell(task) == cell_id:
+                return task
+    for task in listed:
+        if task.get("task", task.get("name")) == name:
+            return task
+    return None
+
+
 def load_run(connection: Connection, run_id: str) -> RunData:
     run = connection.execute(select(runs).where(runs.c.id == run_id)).first()
     if run is None:
@@ -536,21 +564,27 @@ def diff_runs(store: LineageStore, run_a: str, run_b: str) -> dict[str, Any]:
         b = load_run(connection, resolve_run_id(connection, run_b))
     code_changed: list[str] = []
     upstream_changed: list[str] = []
-    added: list[str] = []
-    removed: list[str] = []
     versions: list[dict[str, Any]] = []
-    for name in [*a.spec_tasks, *(n for n in b.spec_tasks if n not in a.spec_tasks)]:
-        ta, tb = a.spec_tasks.get(name), b.spec_tasks.get(name)
-        if ta is None:
-            added.append(name)
-        elif tb is None:
-            removed.append(name)
-        elif ta.get("version") != tb.get("version"):
+    # A task only in A and one only in B that start at the same cell: one task, renamed.
+    gone = {task_cell(t): n for n, t in a.spec_tasks.items() if n not in b.spec_tasks}
+    renamed = {
+        gone[cell]: n
+        for n, t in b.spec_tasks.items()
+        if n not in a.spec_tasks and (cell := task_cell(t)) and cell in gone
+    }
+    pairs = [(n, n) for n in a.spec_tasks if n in b.spec_tasks] + list(renamed.items())
+    added = [n for n in b.spec_tasks if n not in a.spec_tasks and n not in renamed.values()]
+    removed = [n for n in a.spec_tasks if n not in b.spec_tasks and n not in renamed]
+    for name_a, name in pairs:
+        ta, tb = a.spec_tasks[name_a], b.spec_tasks[name]
+        if ta.get("version") != tb.get("version"):
             versions.append({"task": name, "a": ta.get("version"), "b": tb.get("version")})
             (code_changed if own_code(ta) != own_code(tb) else upstream_changed).append(name)
     outputs: list[dict[str, Any]] = []
-    for name in a.tasks.keys() & b.tasks.keys():
-        oa, ob = a.outputs.get(name, {}), b.outputs.get(name, {})
+    for name_a, name in pairs:
+        if name_a not in a.tasks or name not in b.tasks:
+            continue
+        oa, ob = a.outputs.get(name_a, {}), b.outputs.get(name, {})
         for output in sorted(oa.keys() | ob.keys()):
             da, db = oa.get(output, {}).get("digest"), ob.get(output, {}).get("digest")
             if da != db:
@@ -570,6 +604,7 @@ def diff_runs(store: LineageStore, run_a: str, run_b: str) -> dict[str, Any]:
         "upstream_changed": upstream_changed,
         "tasks_added": added,
         "tasks_removed": removed,
+        "tasks_renamed": [{"a": old, "b": new} for old, new in renamed.items()],
         "task_versions": versions,
         "parameters": _changed_pairs(a.run["parameters"], b.run["parameters"], "name"),
         "input_files": _changed_pairs(_files_by_path(a.reads), _files_by_path(b.reads), "path"),

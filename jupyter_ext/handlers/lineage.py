@@ -34,13 +34,16 @@ class LineageHandler(KilnHandler):
     async def get(self) -> None:
         full = self.notebook_file(self.get_query_argument("path", None))
         task = self.get_query_argument("task", None) or None
+        cell_id = self.get_query_argument("cell", None) or None  # the task's first cell
         limit = query_int(self, "limit", 10, 1, 50)
         store = await self.open_notebook_store(full)
         try:
             runs = (
                 []
                 if store is None
-                else await asyncio.to_thread(task_history, store, self.root_dir, full, task, limit)
+                else await asyncio.to_thread(
+                    task_history, store, self.root_dir, full, task, limit, cell_id
+                )
             )
         except _lineage_errors() as exc:
             raise tornado.web.HTTPError(400, str(exc)) from exc

@@ -3,6 +3,8 @@ export namespace CommandIDs {
   export const editCellTags = 'kiln:edit-cell-tags';
   export const splitByHeadings = 'kiln:split-by-headings';
   export const compile = 'kiln:compile';
+  export const undoTagEdit = 'kiln:undo-tag-edit';
+  export const redoTagEdit = 'kiln:redo-tag-edit';
   export const run = 'kiln:run';
   export const showPanel = 'kiln:show-panel';
   export const exportPipeline = 'kiln:export';

@@ -1,23 +1,12 @@
 import * as dagre from '@dagrejs/dagre';
 
+import { svg } from './dom';
 import { PipelineModel } from './model';
 import { ITaskSpec, ITaskState } from './types';
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
 const CHAR_W = 7.2;
 const NODE_H = 44;
 const LABEL_CHAR_W = 6;
-
-function svg<K extends keyof SVGElementTagNameMap>(
-  tag: K,
-  attrs: { [name: string]: string | number } = {}
-): SVGElementTagNameMap[K] {
-  const element = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    element.setAttribute(name, String(value));
-  }
-  return element;
-}
 
 export function formatDuration(seconds: number | undefined): string {
   if (seconds === undefined || seconds === null) {

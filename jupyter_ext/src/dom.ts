@@ -1,4 +1,18 @@
-/** Small DOM helpers shared by the panel's sections. */
+/** Small DOM helpers shared by the panel's sections, the graph and the timeline. */
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** An SVG element with its attributes set. */
+export function svg<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attrs: { [name: string]: string | number } = {}
+): SVGElementTagNameMap[K] {
+  const element = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    element.setAttribute(name, String(value));
+  }
+  return element;
+}
 
 export function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,

@@ -50,17 +50,21 @@ export class LineageSection {
     this.node.hidden = true;
   }
 
-  /** Show the lineage of `task` in `model` (null: nothing to show). */
-  update(model: PipelineModel | null, task: string | null): void {
+  /**
+   * Show the lineage of `task` in `model` (null: nothing to show). `cellId`, the cell the task
+   * starts at, is its identity: runs recorded under an earlier name of the task are its own.
+   */
+  update(model: PipelineModel | null, task: string | null, cellId: string | null = null): void {
     const run = model?.run;
     const finishedRun = run && isFinalRun(run.status) ? run.run_id : '';
-    const key = model && task ? `${model.path}|${task}|${finishedRun}` : '';
+    const key = model && task ? `${model.path}|${task}|${cellId}|${finishedRun}` : '';
     if (key === this._key) {
       return;
     }
     this._key = key;
     this._model = model;
     this._task = task;
+    this._cellId = cellId;
     if (!model || !task) {
       this.node.hidden = true;
       this.node.replaceChildren();
@@ -78,6 +82,9 @@ export class LineageSection {
     const request = ++this._request;
     this._renderHeader(task, true);
     const query = new URLSearchParams({ path: model.path, task, limit: '20' });
+    if (this._cellId) {
+      query.set('cell', this._cellId);
+    }
     if (model.settings.lineageUrl) {
       query.set('lineage_db', model.settings.lineageUrl);
     }
@@ -136,6 +143,10 @@ export class LineageSection {
       el('span', `kiln-LineageRun-cache ${record?.cached ? 'kiln-mod-hit' : ''}`, record?.cached ? 'cache hit' : 'computed'),
       el('span', 'kiln-LineageRun-when', relativeTime(run.started_at))
     );
+    if (run.recorded_as && run.recorded_as !== this._task) {
+      // The same task (same cell) under its earlier name: a rename keeps the lineage.
+      summary.append(el('span', 'kiln-LineageRun-alias', `as ${run.recorded_as}`));
+    }
     summary.title = `run ${run.run_id}, pipeline version ${run.pipeline_version}`;
     item.append(summary);
 
@@ -231,6 +242,7 @@ export class LineageSection {
 
   private _model: PipelineModel | null = null;
   private _task: string | null = null;
+  private _cellId: string | null = null;
   private _key = '';
   private _request = 0;
 }

@@ -141,7 +141,7 @@ export class PipelinePanel extends Widget {
     const model = this._model;
     const cell = this._cell;
     const info = model && cell ? model.cellTask(cell.model, model.panel.content.widgets.indexOf(cell)) : null;
-    this._lineage.update(model, info?.task.name ?? null);
+    this._lineage.update(model, info?.task.name ?? null, info?.task.cells[0] ?? null);
   }
 
   private _onActiveCellChanged(): void {
@@ -347,7 +347,7 @@ export class PipelinePanel extends Widget {
       const problem = editor.validate();
       const renamed = info?.first && form.role === 'task' && form.name && taskName(form.name) !== info.task.name;
       note.textContent = renamed
-        ? `Renaming starts a new lineage for “${taskName(form.name)}”; runs recorded as “${info!.task.name}” keep that name.`
+        ? `Renaming keeps the lineage: this cell’s runs recorded as “${info!.task.name}” stay in the history of “${taskName(form.name)}”.`
         : form.role === 'task' && form.name && taskName(form.name) !== form.name
           ? `Saved as task:${taskName(form.name)} (task names are snake_case).`
           : '';

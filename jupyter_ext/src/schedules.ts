@@ -143,10 +143,9 @@ export class SchedulesSection {
       }
       this._answer = answer;
       this._render(model, answer);
-      if (answer.schedules.length > 0) {
-        const busy = answer.scheduler.serving && answer.schedules.some(s => !s.paused);
-        this._timer = window.setTimeout(() => this._refreshIfVisible(), busy ? POLL_MS : IDLE_POLL_MS);
-      }
+      // Poll with no schedule too: one added by `kiln schedule add` appears without a reload.
+      const busy = answer.scheduler.serving && answer.schedules.some(s => !s.paused);
+      this._timer = window.setTimeout(() => this._refreshIfVisible(), busy ? POLL_MS : IDLE_POLL_MS);
     } catch (error) {
       if (request === this._request) {
         this._list.replaceChildren(el('div', 'kiln-Panel-error', (error as Error).message));

@@ -3,6 +3,7 @@ import { Widget } from '@lumino/widgets';
 
 import { noteTagEdit } from './tagguard';
 import { CellRole, ICellTagForm, applyTagForm, readTagForm } from './tags';
+import { tagTransaction } from './undo';
 
 const ROLES: Array<[CellRole, string]> = [
   ['member', 'No tag: part of the task above (setup before the first task)'],
@@ -224,19 +225,21 @@ export class TagEditor extends Widget {
   private _metricsFields: HTMLDivElement;
 }
 
-/** Write a form's tags into a cell's metadata (other tags are kept). */
+/** Write a form's tags into a cell's metadata (other tags are kept), as one undoable step (undo.ts). */
 export function writeCellTags(cell: Cell, form: ICellTagForm): void {
+  tagTransaction(cell.model.sharedModel.notebook, () => writeTags(cell, form));
+}
+
+/** The write itself; callers wrap it in `tagTransaction`. */
+export function writeTags(cell: Cell, form: ICellTagForm): void {
   const current = (cell.model.getMetadata('tags') as string[] | undefined) ?? [];
   const tags = applyTagForm(current, form);
   noteTagEdit(cell.model, tags);
-  // One shared-model transaction: collaborators and the undo history see one change.
-  cell.model.sharedModel.transact(() => {
-    if (tags.length === 0) {
-      cell.model.deleteMetadata('tags');
-    } else if (JSON.stringify(tags) !== JSON.stringify(current)) {
-      cell.model.setMetadata('tags', tags);
-    }
-  });
+  if (tags.length === 0) {
+    cell.model.deleteMetadata('tags');
+  } else if (JSON.stringify(tags) !== JSON.stringify(current)) {
+    cell.model.setMetadata('tags', tags);
+  }
 }
 
 export function cellTags(cell: Cell): string[] {

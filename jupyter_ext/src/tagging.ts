@@ -1,14 +1,16 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, ICommandPalette, showDialog } from '@jupyterlab/apputils';
 import { Cell } from '@jupyterlab/cells';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IMainMenu } from '@jupyterlab/mainmenu';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { CommandIDs } from './commands';
 import { kilnIcon } from './icons';
-import { TagEditor, cellTags, writeCellTags } from './tageditor';
+import { TagEditor, cellTags, writeCellTags, writeTags } from './tageditor';
 import { firstHeading, readTagForm, slugify } from './tags';
 import { IKilnPipelines } from './tokens';
+import { canRedoTagEdit, canUndoTagEdit, tagTransaction, watchCell } from './undo';
 
 /** A task proposed for the first code cell after a Markdown heading. */
 export interface IHeadingProposal {
@@ -84,12 +86,13 @@ export const taggingPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Commands that write Kiln tags into cells (cell toolbar and palette).',
   autoStart: true,
   requires: [INotebookTracker, IKilnPipelines],
-  optional: [ICommandPalette],
+  optional: [ICommandPalette, IMainMenu],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     pipelines: IKilnPipelines,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    mainMenu: IMainMenu | null
   ) => {
     const hasNotebook = () => tracker.currentWidget !== null;
 
@@ -160,9 +163,10 @@ export const taggingPlugin: JupyterFrontEndPlugin<void> = {
         if (!result.button.accept) {
           return;
         }
-        panel.model?.sharedModel.transact(() => {
+        // All proposals are one step of the notebook's undo history.
+        tagTransaction(panel.model?.sharedModel, () => {
           for (const p of proposals) {
-            writeCellTags(p.cell, { ...readTagForm(cellTags(p.cell)), role: 'task', name: p.name });
+            writeTags(p.cell, { ...readTagForm(cellTags(p.cell)), role: 'task', name: p.name });
           }
         });
       }
@@ -180,7 +184,44 @@ export const taggingPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    tracker.activeCellChanged.connect(() => app.commands.notifyCommandChanged(CommandIDs.editCellTags));
+    // Edit → Undo / Redo and Ctrl+Z / Ctrl+Shift+Z (undo.ts): a Kiln tag edit when it is the
+    // newest change of the notebook, ranked before the notebook's own cell-text undoer.
+    app.commands.addCommand(CommandIDs.undoTagEdit, {
+      label: 'Undo Tag Edit',
+      isEnabled: () => canUndoTagEdit(tracker.currentWidget),
+      execute: () => {
+        const panel = tracker.currentWidget;
+        if (panel && canUndoTagEdit(panel)) {
+          NotebookActions.undo(panel.content);
+        }
+      }
+    });
+    app.commands.addCommand(CommandIDs.redoTagEdit, {
+      label: 'Redo Tag Edit',
+      isEnabled: () => canRedoTagEdit(tracker.currentWidget),
+      execute: () => {
+        const panel = tracker.currentWidget;
+        if (panel && canRedoTagEdit(panel)) {
+          NotebookActions.redo(panel.content);
+        }
+      }
+    });
+    const current = (widget: Widget | null) => (widget === tracker.currentWidget ? tracker.currentWidget : null);
+    mainMenu?.editMenu.undoers.undo.add({
+      id: CommandIDs.undoTagEdit,
+      isEnabled: widget => canUndoTagEdit(current(widget)),
+      rank: 1
+    });
+    mainMenu?.editMenu.undoers.redo.add({
+      id: CommandIDs.redoTagEdit,
+      isEnabled: widget => canRedoTagEdit(current(widget)),
+      rank: 1
+    });
+
+    tracker.activeCellChanged.connect(() => {
+      watchCell(tracker.currentWidget);
+      app.commands.notifyCommandChanged(CommandIDs.editCellTags);
+    });
     tracker.currentChanged.connect(() => {
       app.commands.notifyCommandChanged(CommandIDs.splitByHeadings);
       app.commands.notifyCommandChanged(CommandIDs.compile);

@@ -31,11 +31,16 @@ export function watchTags(model: PipelineModel): void {
   });
 }
 
-/** The tags Kiln's own editors last wrote into a cell (the user made them). */
-const written = new WeakMap<ICellModel, string>();
+/**
+ * Every tag list Kiln's own editors wrote into a cell (the user made them). All of them, not
+ * just the last: Undo of a later edit brings back an earlier one, which the user made too.
+ */
+const written = new WeakMap<ICellModel, Set<string>>();
 
 export function noteTagEdit(cell: ICellModel, tags: readonly string[]): void {
-  written.set(cell, JSON.stringify(tags));
+  const lists = written.get(cell) ?? new Set<string>();
+  lists.add(JSON.stringify(tags));
+  written.set(cell, lists);
 }
 
 /** True when the run may save: nothing changed behind the user's back, or they confirmed. */
@@ -48,7 +53,7 @@ export async function confirmTagChanges(model: PipelineModel): Promise<boolean> 
   model.panel.content.widgets.forEach((cell, index) => {
     const was = before.get(cell.model.id);
     const now = JSON.stringify(cellTags(cell));
-    if (was !== undefined && was !== now && written.get(cell.model) !== now) {
+    if (was !== undefined && was !== now && !written.get(cell.model)?.has(now)) {
       changed.push(`Cell ${index}: ${JSON.parse(was).join(' ') || '(no tags)'} → ${JSON.parse(now).join(' ') || '(no tags)'}`);
     }
   });

@@ -1,7 +1,7 @@
 import { formatDuration } from './dag';
+import { svg } from './dom';
 import { ILineageRun, IRunEvent, ITaskSpec } from './types';
 
-const SVG_NS = 'http://www.w3.org/2000/svg';
 const ROW_H = 24;
 const BAR_H = 16;
 const LABEL_W = 170;
@@ -17,17 +17,6 @@ export interface ITimelineBar {
   /** Still running: the bar grows until its next event. */
   open: boolean;
   note?: string;
-}
-
-function svg<K extends keyof SVGElementTagNameMap>(
-  tag: K,
-  attrs: { [name: string]: string | number } = {}
-): SVGElementTagNameMap[K] {
-  const element = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    element.setAttribute(name, String(value));
-  }
-  return element;
 }
 
 /**

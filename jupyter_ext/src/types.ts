@@ -221,6 +221,8 @@ export interface ILineageRun {
   parameters: { [name: string]: unknown };
   has_output: boolean;
   task?: ITaskRecord;
+  /** With `task`: the name this run recorded the task under (earlier, before a rename). */
+  recorded_as?: string;
   tasks?: { [name: string]: ITaskRecord };
 }
 

@@ -58,7 +58,7 @@ class GraphViewport {
     return this._k;
   }
 
-  /** Whole graph in view when it fits at a readable size, else its top at the minimum zoom. */
+  /** Whole graph in view when it fits at a readable size, else its top-left at the minimum zoom. */
   fit(): void {
     const box = this.node.getBoundingClientRect();
     if (!this._svg || box.width === 0 || box.height === 0) {
@@ -71,9 +71,9 @@ class GraphViewport {
     this._k = Math.max(MIN_ZOOM, k);
     this._tx = Math.max(0, (box.width - this._size.width * this._k) / 2);
     this._ty = Math.max(0, (box.height - this._size.height * this._k) / 2);
-    if (this._size.width * this._k > box.width) {
-      this._tx = (box.width - this._size.width * this._k) / 2; // centred, both sides pannable
-    }
+    // Too wide even at the readable floor: start where the pipeline starts (its sources, on
+    // the left) and pan right from there. Centring cut off both ends, the sources included.
+    // (this._tx stays 0 from the Math.max above.)
     this._apply();
   }
 

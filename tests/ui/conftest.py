@@ -107,6 +107,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 f"--ServerApp.token={token}",
                 "--allow-root",
                 "--LabApp.news_url=",
+                # window.jupyterapp: tests read the notebook model itself (tags, dirty flag)
+                "--LabApp.expose_app_in_browser=True",
                 f"--ServerApp.root_dir={root}",
             ],
             cwd=root,
