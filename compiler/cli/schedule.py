@@ -299,7 +299,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="Dask scheduler for kiln-engine jobs (default: a local cluster per run)",
+        help=(
+            "Dask scheduler for kiln-engine jobs (default: DASK_SCHEDULER_ADDRESS, else the "
+            "cluster of `kiln cluster start`, else a local cluster per run)"
+        ),
     )
     p.add_argument("--lineage-db", metavar="URL", help="database holding the schedules")
     p.set_defaults(func=_guarded(cmd_scheduler))
