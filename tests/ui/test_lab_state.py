@@ -70,6 +70,19 @@ def saved_tags(path: Path) -> list[list[str]]:
     return [c.get("metadata", {}).get("tags", []) for c in json.loads(path.read_text())["cells"]]
 
 
+def wait_kernel_metadata(page: Any, name: str) -> None:
+    """Wait until the kernel has reported its language: JupyterLab then writes kernelspec and
+    language_info into the notebook's metadata, a change of its own that would otherwise land
+    in the middle of what a test does (and become the newest step of the undo history)."""
+    page.wait_for_function(
+        "name => { for (const w of window.jupyterapp.shell.widgets('main')) {"
+        " if (w.context && w.context.path === name) {"
+        " return !!w.model.getMetadata('language_info')?.version; } } return false; }",
+        arg=name,
+        timeout=60_000,
+    )
+
+
 def wait_model_tags(page: Any, name: str, expected: list[list[str]]) -> None:
     page.wait_for_function(
         f"([name, expected]) => JSON.stringify(({MODEL_TAGS})(name)) === JSON.stringify(expected)",
@@ -116,6 +129,7 @@ def test_undo_and_redo_revert_kiln_tag_edits(lab: Lab, page: Any, screenshots: P
     )
     original = saved_tags(path)
     open_notebook(page, lab, name)
+    wait_kernel_metadata(page, name)
     open_panel(page)
     wait_model_tags(page, name, original)  # the model holds the file's cells once loaded
 
@@ -223,13 +237,7 @@ def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
     )
     made = saved_tags(path)
     open_notebook(page, lab, name)
-    page.wait_for_function(
-        "name => { for (const w of window.jupyterapp.shell.widgets('main')) {"
-        " if (w.context && w.context.path === name) {"
-        " return !!w.model.getMetadata('language_info')?.version; } } return false; }",
-        arg=name,
-        timeout=60_000,
-    )  # the kernel has reported its language: JupyterLab's own metadata update is done
+    wait_kernel_metadata(page, name)
     cell(page, 1).locator(".jp-InputPrompt").click()
     page.keyboard.press("Control+s")
     page.wait_for_function(f"name => ({DIRTY})(name) === false", arg=name)
