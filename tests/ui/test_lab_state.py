@@ -280,7 +280,7 @@ def test_schedules_follow_another_process_without_a_reload(
     """`kiln schedule add`, `kiln scheduler`, `kiln schedule pause` and `remove` in a terminal:
     the open panel shows each change by itself."""
     path = make_notebook(
-        lab.root / "nightly.ipynb",
+        lab.root / "from_terminal.ipynb",
         [
             ("import statistics", ["setup"]),
             ("orders = [120, 95, 143, 110]", ["task:load_orders"]),
@@ -288,17 +288,18 @@ def test_schedules_follow_another_process_without_a_reload(
         ],
         owner="ana@example.com",
     )
-    open_notebook(page, lab, "nightly.ipynb")
+    open_notebook(page, lab, "from_terminal.ipynb")
     open_panel(page)
     page.wait_for_selector(f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')")
 
     def cli(*argv: str) -> None:
-        subprocess.run(
-            kiln_cli(lab, *argv), cwd=lab.root, env=cli_env(), check=True, capture_output=True
+        done = subprocess.run(
+            kiln_cli(lab, *argv), cwd=lab.root, env=cli_env(), capture_output=True, text=True
         )
+        assert done.returncode == 0, f"kiln {' '.join(argv)}: {done.stderr}"
 
     cli("schedule", "add", str(path), "--cron", "* * * * * */5", "--engine", "papermill")
-    item = page.locator(f"{PANEL} .kiln-Schedule[data-schedule='nightly']")
+    item = page.locator(f"{PANEL} .kiln-Schedule[data-schedule='from_terminal']")
     item.wait_for(timeout=30_000)  # no reload, no click: the section polls while visible
     scheduler = subprocess.Popen(
         kiln_cli(lab, "scheduler", "--poll", "1"),
@@ -309,7 +310,7 @@ def test_schedules_follow_another_process_without_a_reload(
     )
     try:
         page.wait_for_selector(
-            f"{PANEL} .kiln-Schedule[data-schedule='nightly'] "
+            f"{PANEL} .kiln-Schedule[data-schedule='from_terminal'] "
             ".kiln-ScheduleRun.kiln-mod-status-succeeded",
             timeout=120_000,
         )
@@ -320,11 +321,11 @@ def test_schedules_follow_another_process_without_a_reload(
         except subprocess.TimeoutExpired:
             scheduler.kill()
             scheduler.wait()
-    cli("schedule", "pause", "nightly")
+    cli("schedule", "pause", "from_terminal")
     page.wait_for_selector(f"{PANEL} .kiln-Schedule.kiln-mod-paused", timeout=30_000)
     _dismiss_toasts(page)
     page.screenshot(path=str(screenshots / "24-schedule-from-the-terminal.png"))
-    cli("schedule", "remove", "nightly")
+    cli("schedule", "remove", "from_terminal")
     page.wait_for_selector(
         f"{PANEL} .kiln-Schedules:has-text('No schedules for this notebook')", timeout=30_000
     )
