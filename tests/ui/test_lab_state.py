@@ -250,9 +250,9 @@ def test_opening_a_notebook_leaves_it_unmodified(lab: Lab, page: Any) -> None:
     page.wait_for_function(
         f"document.querySelectorAll('{PANEL} .kiln-Dag-node').length === 3", timeout=30_000
     )
-    page.keyboard.press("Control+Shift+c")
-    page.fill(".lm-CommandPalette-input", "Open Pipeline View")
-    page.keyboard.press("Enter")
+    # The panel's button, not the palette: after a reload the palette's shortcut may reach a
+    # page whose focus is not in the shell yet (a flake seen in CI).
+    page.locator(f"{PANEL} button:has-text('Open Pipeline View')").click()
     page.wait_for_selector(".kiln-View .kiln-Dag-node")
     page.locator(".lm-TabBar-tab:has-text('clean.ipynb')").first.click()
     for index in (1, 2, 4, 5):
