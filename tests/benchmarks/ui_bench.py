@@ -48,23 +48,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 TREE = REPO  # whose server extension and built frontend the lab runs (--tree)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false",
-        "checkForUpdates": False,
-    },
-}
+sys.path.insert(0, str(REPO))
+# The browser and lab settings of the UI tests: the benchmark measures the same set-up. The
+# module skips itself (pytest's Skipped, a BaseException) where Chromium is missing.
+try:
+    from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, LAB_SETTINGS
+except BaseException as missing:  # noqa: BLE001
+    sys.exit(f"ui_bench: {missing}")
+
 RUN_BUTTON = ".jp-NotebookPanel-toolbar [data-command='kiln:run']"
 PANEL = "#kiln-pipeline-panel"
 TARGET_RUNNING_S = 0.5
