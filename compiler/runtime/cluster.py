@@ -61,6 +61,28 @@ class Placement:
         return kwargs
 
 
+def flush_store_writes_on(client: Any) -> None:
+    """Wait until every worker has written the large outputs it stores after their tasks
+    returned, and their cache manifests: closing a cluster ends its worker processes, and with
+    them those writes. Free when nothing is pending; a worker that fails to answer is skipped
+    (its entries are lost, the runs' results are not)."""
+    from compiler.runtime.store_writes import flush_store_writes
+
+    with contextlib.suppress(Exception):
+        client.run(flush_store_writes, on_error="ignore")
+
+
+def close_local_cluster(cluster: Any, timeout: float) -> None:
+    """Close a LocalCluster Kiln started, after its workers' pending store writes."""
+    from distributed import Client
+
+    with contextlib.suppress(Exception):
+        with Client(cluster.scheduler_address, timeout="10s") as client:
+            flush_store_writes_on(client)
+    with contextlib.suppress(Exception):
+        cluster.close(timeout=timeout)
+
+
 def detect_gpus() -> int:
     """GPUs this machine can give a local worker: CUDA_VISIBLE_DEVICES, else nvidia-smi -L."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -111,8 +133,11 @@ class ClusterSession:
         return self.cluster is not None
 
     def close(self) -> None:
-        """Close the client; close the cluster only if this run started it."""
+        """Close the client; close the cluster only if this run started it, once its workers
+        have stored what they still had to write (store_writes.py)."""
         try:
+            if self.cluster is not None:
+                flush_store_writes_on(self.client)
             self.client.close()
         finally:
             if self.cluster is not None:

@@ -72,6 +72,7 @@ from compiler.runtime.state import (
     Submit,
     Tick,
 )
+from compiler.runtime.store_writes import commit_handed_out, commit_when_stored
 
 RECORD_WAIT_S = 5.0  # a finished future whose record event is this late: ask the worker
 FUTURE_POLL_S = 0.5
@@ -280,6 +281,23 @@ class Driver:
         manifest = dict(instruction.manifest)
         if writes:
             manifest["writes"] = written_file_fingerprints(writes, self.notebook_dir)
+        if instruction.written_by is not None and self.session is not None:
+            # Its large outputs are still being written on that worker: the worker writes the
+            # manifest after them, and the run does not wait (store_writes.py). A later run in
+            # this process waits for it at its plan.
+            self.session.client.run(
+                commit_when_stored,
+                self.store.url,
+                instruction.cache_key,
+                manifest,
+                list(instruction.pending_digests),
+                workers=[instruction.written_by],
+                wait=False,
+            )
+            outputs = manifest.get("outputs") or {}
+            nbytes = sum(int(info.get("stored_bytes") or 0) for info in outputs.values())
+            commit_handed_out(self.store, instruction.cache_key, nbytes)
+            return
         self.manifest_writes.append(
             self.manifest_writer.submit(self.store.write_manifest, instruction.cache_key, manifest)
         )

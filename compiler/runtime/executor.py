@@ -31,6 +31,7 @@ from compiler.runtime.cache import store_at
 from compiler.runtime.digest import InputCheck, value_digest
 from compiler.runtime.monitor import TaskMonitor
 from compiler.runtime.rebind import bind_to_namespace
+from compiler.runtime.store_writes import should_defer, store_later
 
 # -- errors injected into the task's thread -------------------------------------------------
 
@@ -1022,7 +1023,11 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
         _log_event(worker, topic, {"kind": "failed", **record})
         raise TaskFailed(record)
 
-    record["outputs"], digest_seconds = _describe_and_store(values, payload.get("store_url"))
+    record["outputs"], digest_seconds, deferred = _describe_and_store(
+        values, payload.get("store_url"), on_worker=worker is not None
+    )
+    if deferred:
+        record["deferred_writes"] = deferred  # the worker writes its manifest (store_writes.py)
     record["check_seconds"] += digest_seconds  # its readers' check starts from these digests
     _log_event(worker, topic, {"kind": "record", **record})
     return {"values": values, "record": record}
@@ -1075,12 +1080,14 @@ def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe_and_store(
-    values: Mapping[str, Any], store_url: str | None
-) -> tuple[dict[str, Any], float]:
-    """Each output's description and store digest, and the seconds its content digests took."""
+    values: Mapping[str, Any], store_url: str | None, *, on_worker: bool
+) -> tuple[dict[str, Any], float, list[str]]:
+    """Each output's description and store digest, the seconds its content digests took, and
+    the digests still being written (a large value on a worker: store_writes.py)."""
     described: dict[str, Any] = {}
     store = store_at(store_url) if store_url else None
     seconds = 0.0
+    deferred: list[str] = []
     for name, value in values.items():
         info = describe_value(value)
         # The content digest compares a task's value with a top-to-bottom run (`kiln verify`)
@@ -1090,13 +1097,20 @@ def _describe_and_store(
         info["content_digest"] = value_digest(value)
         seconds += time.perf_counter() - started
         info["digest"] = None
-        if store is not None:
+        if store is not None and store_url is not None:
             try:
-                info["digest"], info["stored_bytes"] = store.put_value(value)
+                if on_worker and should_defer(value):
+                    # Named now, written after the task returned (its reader need not wait).
+                    info["digest"], info["stored_bytes"] = store.value_digest(value)
+                    if not store.has_artifact(info["digest"]):
+                        store_later(store_url, value, info["digest"])
+                        deferred.append(info["digest"])
+                else:
+                    info["digest"], info["stored_bytes"] = store.put_value(value)
             except Exception as exc:  # unpicklable values still flow in memory, uncached
                 info["store_error"] = f"{type(exc).__name__}: {exc}"
         described[name] = info
-    return described, seconds
+    return described, seconds, deferred
 
 
 def _error_output(exc: BaseException) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from compiler.runtime.cache import (
     local_module_digests,
 )
 from compiler.runtime.monitor import manifest_has_metrics
+from compiler.runtime.store_writes import await_commit
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,13 @@ def plan_run(
     keys = plan_cache_keys(spec, parameter_values, notebook_dir, module_dir)
     tasks: dict[str, PlannedTask] = {}
     for task in spec.tasks:
-        previous = store.read_manifest(keys[task.name]) if use_cache else None
         hit, note = None, None
+        # An entry an earlier run of this process handed to a worker (a large output written
+        # after its task returned) is waited for, so that run's cache serves this one.
+        unstored = await_commit(store, keys[task.name]) if use_cache else None
+        previous = store.read_manifest(keys[task.name]) if use_cache else None
+        if unstored is not None and previous is None:
+            note = f"the last run's cache entry was not stored ({unstored}); recomputed"
         if (
             previous is not None
             and task.cache

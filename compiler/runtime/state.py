@@ -161,6 +161,10 @@ class StoreManifest:
     task: str
     cache_key: str
     manifest: Mapping[str, Any]
+    # Outputs still being written by the worker at `written_by` (store_writes.py): that worker
+    # writes the manifest once they are on disk.
+    pending_digests: tuple[str, ...] = ()
+    written_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -524,7 +528,16 @@ class RunState:
         if r.warnings:
             entry["warnings"] = list(r.warnings)
         if self.use_cache and all(digests.values()):
-            self._out.append(StoreManifest(st.spec.name, r.cache_key, self._manifest(st, record)))
+            pending = tuple(record.get("deferred_writes") or ())
+            self._out.append(
+                StoreManifest(
+                    st.spec.name,
+                    r.cache_key,
+                    self._manifest(st, record),
+                    pending_digests=pending,
+                    written_by=record.get("worker") if pending else None,
+                )
+            )
         self._emit_task(st, DONE, cache_error=store_errors or None)
         self._finalize(st)
 

@@ -201,7 +201,11 @@ def _pid_alive(pid: int) -> bool:
 def serve(path: Path, workers: int | None, memory_limit: str | None) -> int:
     """The daemon: a LocalCluster whose scheduler writes the scheduler file, until SIGTERM (or
     the scheduler is shut down by a client)."""
-    from compiler.runtime.cluster import local_cluster_options, start_local_cluster
+    from compiler.runtime.cluster import (
+        close_local_cluster,
+        local_cluster_options,
+        start_local_cluster,
+    )
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -216,8 +220,7 @@ def serve(path: Path, workers: int | None, memory_limit: str | None) -> int:
             if str(cluster.scheduler.status.name) in ("closing", "closed", "failed"):
                 break
     finally:
-        with contextlib.suppress(Exception):
-            cluster.close(timeout=STOP_WAIT_S)
+        close_local_cluster(cluster, STOP_WAIT_S)
         path.unlink(missing_ok=True)
     return 0
 
@@ -298,10 +301,11 @@ class WarmCluster:
         return status == "running" and answers(str(cluster.scheduler_address))
 
     def _close_cluster(self) -> None:
+        from compiler.runtime.cluster import close_local_cluster
+
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close(timeout=STOP_WAIT_S)
+            close_local_cluster(cluster, STOP_WAIT_S)
 
     def _reap(self) -> None:
         while True:
