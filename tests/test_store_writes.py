@@ -90,8 +90,9 @@ def test_a_large_output_serves_the_next_run_of_the_same_process(
     entries = _entries(nb.parent)
     expected = np.random.default_rng(7).normal(size=ROWS)
     assert np.array_equal(_stored_value(nb.parent, entries["features"], "features"), expected)
-    assert again.task("evaluate").outputs["report"]["digest"] == (
-        first.task("evaluate").outputs["report"]["digest"]
+    assert (
+        again.task("evaluate").outputs["report"]["digest"]
+        == (first.task("evaluate").outputs["report"]["digest"])
     )
 
 
@@ -151,9 +152,7 @@ telemetry = Telemetry()
 def test_an_entry_whose_write_failed_is_computed_again_and_says_why(
     make_pipeline, dask_scheduler_address
 ):
-    spec, nb = make_pipeline(
-        tasks=[{"name": "collect", "source": FLAKY, "outputs": ["telemetry"]}]
-    )
+    spec, nb = make_pipeline(tasks=[{"name": "collect", "source": FLAKY, "outputs": ["telemetry"]}])
     first = run_pipeline(spec, notebook_path=nb, scheduler=dask_scheduler_address)
     assert first.ok, first.error
     again = run_pipeline(spec, notebook_path=nb, scheduler=dask_scheduler_address)
