@@ -26,7 +26,7 @@ import pickle
 import struct
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -322,6 +322,26 @@ class ArtifactStore:
                 ) from exc
 
     # -- artifacts (written on workers) -------------------------------------------------
+    @contextlib.contextmanager
+    def _artifact_temp(self) -> Iterator[tuple[str, Any]]:
+        """A temporary artifact file open for writing, removed if anything fails before
+        `_name_artifact` renamed it."""
+        temp, file = self._create_temp(self._path("artifacts"))
+        try:
+            with file:
+                yield temp, file
+        except BaseException:
+            if self._exists(temp):
+                self._rm(temp)
+            raise
+
+    def _name_artifact(self, temp: str, digest: str) -> None:
+        final = self.artifact_path(digest)
+        if self._exists(final):
+            self._rm(temp)  # the same content is there already
+        else:
+            self._publish(temp, final)
+
     def put_value(self, value: Any) -> tuple[str, int]:
         """Pickle `value` into the store; returns (xxh3-128 digest, stored bytes).
 
@@ -330,21 +350,12 @@ class ArtifactStore:
         memory (no copy into a pickle frame), then a trailer that says where they lie, so a
         reader can map them instead of reading them (`get_value`). A value without such
         buffers is a plain pickle. Hashed while written: one pass over the bytes."""
-        temp, file = self._create_temp(self._path("artifacts"))
-        try:
-            with file as f:
-                writer = _HashingWriter(f)
-                _write_artifact(writer, value)
+        with self._artifact_temp() as (temp, f):
+            writer = _HashingWriter(f)
+            _write_artifact(writer, value)
+            f.close()
             digest = writer.digest.hexdigest()
-            final = self.artifact_path(digest)
-            if self._exists(final):
-                self._rm(temp)
-            else:
-                self._publish(temp, final)
-        except BaseException:
-            if self._exists(temp):
-                self._rm(temp)
-            raise
+            self._name_artifact(temp, digest)
         return digest, writer.size
 
     def value_digest(self, value: Any) -> tuple[str, int]:
@@ -366,26 +377,17 @@ class ArtifactStore:
         place since (or while it was written) raises ValueChangedWhileStored and leaves no
         file, so a published artifact always matches its name. Costs one read of the file
         from the page cache (500 MB: ~0.05 s), paid off the task's path (store_writes.py)."""
-        temp, file = self._create_temp(self._path("artifacts"))
-        try:
-            with file as f:
-                _write_artifact(_Sink(f), value)
+        with self._artifact_temp() as (temp, f):
+            _write_artifact(_Sink(f), value)
+            f.close()
             if not self._exists(temp):
                 raise FileNotFoundError(f"{temp} was removed while it was being written")
             if not self._file_hashes_to(temp, digest):
                 raise ValueChangedWhileStored(
                     f"the value changed in place while it was being stored (digest {digest})"
                 )
-            final = self.artifact_path(digest)
             size = os.path.getsize(temp) if self.local else int(self.fs.size(temp))
-            if self._exists(final):
-                self._rm(temp)
-            else:
-                self._publish(temp, final)
-        except BaseException:
-            if self._exists(temp):
-                self._rm(temp)
-            raise
+            self._name_artifact(temp, digest)
         return size
 
     def get_value(self, digest: str) -> Any:
