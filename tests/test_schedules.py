@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -165,6 +166,46 @@ def test_a_restarted_scheduler_does_not_run_a_due_time_twice(store, notebook):
     two.stop(wait=True)
     assert len(job.calls) == 1
     assert [r["status"] for r in schedule_run_rows(store, "hourly")] == ["succeeded"]
+
+
+def test_a_second_live_scheduler_reports_no_skip_the_first_one_recorded(store, notebook):
+    # The server's scheduler and a `kiln scheduler` process on one database. The next due time
+    # comes while the first run still goes: both see it, one records the skip, and the other
+    # used to report (and log) a second skip that the database never held.
+    from sqlalchemy import insert
+
+    from compiler.lineage.run_context import process_started_at
+    from compiler.lineage.schema import schedule_runs
+
+    add_schedule(store, "every-minute-both", notebook, "* * * * *", now=T0)
+    schedule = get_schedule(store, "every-minute-both")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # What the other scheduler wrote: its 06:00 run, still going, and the 06:01 skip.
+        started = T0 + dt.timedelta(seconds=31)
+        rows = [
+            {"due_at": T0 + dt.timedelta(seconds=30), "status": "running"},
+            {"due_at": T0 + dt.timedelta(seconds=90), "status": "skipped", "finished_at": started},
+        ]
+        for row in rows:
+            row.update(
+                schedule_id=schedule.id,
+                started_at=started,
+                host=socket.gethostname(),
+                pid=other.pid,
+                pid_started_at=process_started_at(other.pid),
+            )
+            store.write(lambda c, row=row: c.execute(insert(schedule_runs).values(**row)))
+        daemon = Scheduler(store, job=Job())
+        try:
+            assert daemon.tick(T0 + dt.timedelta(seconds=91)) == []
+        finally:
+            daemon.stop(wait=True)
+    finally:
+        other.kill()
+        other.wait()
+    statuses = [(r["status"], r["due_at"][11:16]) for r in schedule_run_rows(store, schedule.name)]
+    assert statuses == [("skipped", "06:01"), ("running", "06:00")]
 
 
 def _running_row_from(store, schedule_name, host, started, heartbeat):

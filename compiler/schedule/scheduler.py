@@ -430,9 +430,9 @@ class Scheduler:
             return []  # another scheduler advanced it first: it fires this due time
         if missed and schedule.missed == "skip":
             reason = f"missed {len(dues)} due time(s) while the scheduler was not running"
-            return [self._record_skip(schedule, latest, reason)]
+            return self._record_skip(schedule, latest, reason)
         if self._still_running(schedule, now):
-            return [self._record_skip(schedule, latest, "the previous run is still running")]
+            return self._record_skip(schedule, latest, "the previous run is still running")
         run_id = self._claim(schedule, latest)
         if run_id is None:
             return []
@@ -535,7 +535,10 @@ class Scheduler:
         except IntegrityError:
             return None  # this due time was already fired (a restart or another scheduler)
 
-    def _record_skip(self, schedule: Schedule, due: dt.datetime, reason: str) -> Action:
+    def _record_skip(self, schedule: Schedule, due: dt.datetime, reason: str) -> list[Action]:
+        """Record the due time as skipped; [] when another scheduler (or this one before a
+        restart) already holds it: with two schedulers on one database, the one that did not
+        claim a due time saw the other's run still going and reported a skip that never was."""
         row = {
             "schedule_id": schedule.id,
             "due_at": due,
@@ -549,8 +552,8 @@ class Scheduler:
         try:
             self.store.write(lambda c: c.execute(insert(schedule_runs).values(**row)))
         except IntegrityError:
-            pass
-        return Action(schedule.name, due, "skipped", reason)
+            return []
+        return [Action(schedule.name, due, "skipped", reason)]
 
     def _execute(self, schedule: Schedule, due: dt.datetime, run_row: int) -> None:
         try:
