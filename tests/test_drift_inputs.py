@@ -190,3 +190,56 @@ def test_a_drift_tag_naming_no_input_of_its_task_lists_the_ones_it_can_watch(tmp
     error = next(d for d in result.diagnostics if d.code == "unknown-drift-input")
     assert error.severity == "error" and error.cell_index == 3
     assert f"inputs it can watch: orders, ./{ORDERS}" in error.message
+
+
+def test_a_large_parquet_input_is_profiled_from_its_footer_and_a_row_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Past 5,000 rows a profile samples rows; a Parquet file's counts and extremes come from
+    its footer, exact. Read through the pandas reader a task calls (the worker's monitor wraps
+    it while the task runs): a new month drawn from the same shop is not drift, a month with
+    more Norwegian orders in larger baskets is, in exactly those two columns."""
+    from compiler.model.drift import profile_drift
+    from compiler.runtime.monitor import TaskMonitor
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    rows = 200_000
+
+    def profile_of(frame: pd.DataFrame, **read: object) -> tuple[dict, pd.DataFrame]:
+        frame.to_parquet(tmp_path / ORDERS, index=False)
+        monitor = TaskMonitor({"task": "load", "tabular_reads": True})
+        with monitor.watching():
+            seen = pd.read_parquet(f"./{ORDERS}", **read)
+        assert not monitor.warnings, monitor.warnings
+        return monitor.profiles[ORDERS], seen
+
+    november = orders(rows, seed=7)
+    november.loc[::50, "amount"] = np.nan  # 4,000 baskets with no amount recorded
+    base, frame = profile_of(november)
+    amount = base["columns"]["amount"]
+    assert (amount["nulls"], amount["count"]) == (4_000, rows - 4_000)  # exact, not sampled
+    assert amount["min"] == pytest.approx(frame["amount"].min(), rel=1e-5)
+    assert amount["max"] == pytest.approx(frame["amount"].max(), rel=1e-5)
+    assert amount["mean_estimated"] is True
+    assert abs(amount["mean"] - frame["amount"].mean()) < 0.05 * frame["amount"].std()
+    country = base["columns"]["country"]
+    assert country["nulls"] == 0 and "nulls_estimated" not in country
+    assert abs(country["top"]["FR"] / rows - 0.4) < 0.02  # the sample's share, scaled
+
+    december, _ = profile_of(orders(rows, seed=8))  # new orders, the same shop
+    same = profile_drift(december, base, 0.2)
+    assert same["drifted"] == [] and same["max_score"] < 0.1, same["columns"]
+
+    rng = np.random.default_rng(9)
+    moved = orders(rows, seed=8)
+    moved["country"] = rng.choice(["FR", "DE", "NO", "ES"], rows, p=[0.25, 0.25, 0.4, 0.1])
+    moved["amount"] = (moved["amount"] * 1.5).round(2)
+    shifted = profile_drift(profile_of(moved)[0], base, 0.2)
+    assert sorted(shifted["drifted"]) == ["amount", "country"]
+
+    # A filtered read holds other rows than the footer describes: counted exactly instead.
+    filtered, seen = profile_of(november, filters=[("quantity", ">", 1)])
+    assert len(seen) < rows and filtered["rows"] == len(seen)
+    assert "mean_estimated" not in filtered["columns"]["amount"]
+    assert filtered["columns"]["amount"]["nulls"] == int(seen["amount"].isna().sum())

@@ -60,6 +60,16 @@ def set_tags(notebook: Path, cell_id: str, tags: list[str]) -> None:
 
 
 METRICS_CELL = "c7"  # the cell tagged `metrics` in monitored_wine.ipynb
+# Its metrics in the order `kiln metrics` lists them: the cell's `accuracy`, `scores`, then the
+# train cell's kiln.log_metric calls (a loop over the classes, then train_rows).
+DECLARED_ORDER = [
+    "accuracy",
+    "scores.logreg.f1",
+    "recall.class_0",
+    "recall.class_1",
+    "recall.class_2",
+    "train_rows",
+]
 LOAD_CELL = "c3"
 
 
@@ -136,7 +146,7 @@ def test_kale_pipeline_metrics_that_print_parameters_record_them_as_metrics(
     argv = ["run", str(notebook), "--scheduler", dask_scheduler_address, "-p", "rows", "5"]
     assert kiln(capsys, *argv)[0] == 0
     history = json.loads(kiln(capsys, "metrics", str(notebook), "--json")[1])
-    assert history["metrics"] == ["cols", "rows", "total"]
+    assert history["metrics"] == ["rows", "cols", "total"]  # as the cell prints them
     assert history["runs"][0]["metrics"] == {"rows": 5.0, "cols": 3.0, "total": 105.0}
 
 
@@ -217,9 +227,10 @@ def test_three_runs_record_three_rows_of_metrics_and_a_failed_check_exits_1(
     accuracy = [round(r["metrics"]["accuracy"], 4) for r in history["runs"]]
     assert accuracy == [1.0, 0.7778, 0.3889]
     assert [r["parameters"]["n_features"] for r in history["runs"]] == [13, 2, 1]
-    assert {"accuracy", "scores.logreg.f1", "train_rows", "recall.class_0"} <= set(
-        history["metrics"]
-    )
+    # As the notebook declares them: the metrics cell's names (accuracy, then scores flattened),
+    # then what kiln.log_metric recorded, in the order the train cell logged it.
+    assert history["metrics"] == DECLARED_ORDER
+    assert all(list(r["metrics"]) == DECLARED_ORDER for r in history["runs"])
     failed = [v for v in history["runs"][2]["verdicts"] if not v["passed"]]
     assert {(v["kind"], v["subject"]) for v in failed} == {
         ("check", "accuracy"),
@@ -229,6 +240,9 @@ def test_three_runs_record_three_rows_of_metrics_and_a_failed_check_exits_1(
 
     code, out, _ = kiln(capsys, "metrics", str(project / "monitored_wine.ipynb"), "-n", "3")
     lines = out.splitlines()
+    assert lines[1].split() == ["run", "started", "status", *DECLARED_ORDER, "verdicts"]
+    trends = [line.split()[0] for line in lines[lines.index("trend (oldest -> newest)") + 1 :]]
+    assert trends[: len(DECLARED_ORDER)] == DECLARED_ORDER
     assert "succeeded·flagged" in out and "0.7778 (-0.222)" in out and "0.3889 (-0.389)" in out
     assert "check check:accuracy>=0.5 failed" in out
     trend = next(line for line in lines if line.strip().startswith("accuracy "))

@@ -41,7 +41,16 @@ def test_metrics_lists_each_runs_values_verdicts_and_the_baseline(
     warn = next(v for v in second["verdicts"] if v["kind"] == "warn")
     assert warn["passed"] is False and warn["tag"] == "warn:scores.logreg.f1>=0.8"
     assert answer["baseline"] == {"run_id": second["run_id"], "pinned": False}
-    assert "accuracy" in answer["metrics"]
+    # In the notebook's order (the metrics cell's names, then kiln.log_metric's), as the CLI.
+    assert answer["metrics"] == [
+        "accuracy",
+        "scores.logreg.f1",
+        "recall.class_0",
+        "recall.class_1",
+        "recall.class_2",
+        "train_rows",
+    ]
+    assert list(second["metrics"]) == answer["metrics"]
     assert len(kiln.get("metrics", path="work/monitored_wine.ipynb", limit="1")["runs"]) == 1
 
 

@@ -10,7 +10,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compiler.cli.lineage import EXIT_BAD_INPUT, EXIT_OK, _common, _open, _print_json, table
+from compiler.cli.lineage import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    _common,
+    _open,
+    _open_for_reading,
+    _print_json,
+    table,
+)
 
 SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -149,12 +157,12 @@ def _as_float(value: Any) -> float | None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from compiler.lineage.metrics import metrics_history
+    from compiler.lineage.history import metrics_history  # SQL text: no SQLAlchemy import
 
     if args.limit < 1:
         print("kiln: -n must be 1 or more", file=sys.stderr)
         return EXIT_BAD_INPUT
-    with _open(args, near=args.notebook) as store:
+    with _open_for_reading(args, near=args.notebook) as store:
         history = metrics_history(store, args.notebook, args.limit)
     if args.json:
         _print_json(history)

@@ -3,6 +3,7 @@
     load_baseline(connection, notebook_path)   what a new run is judged against
     record_monitoring(connection, run_id, d)   a finished run's metrics, verdicts, profiles
     metrics_history(store, notebook, limit)    `kiln metrics`: the last runs, one row each
+                                               (compiler/lineage/history.py, SQL text)
     set_baseline(store, run)                   `kiln baseline set RUN`
     run_drift(store, run, against)             `kiln drift RUN [--against RUN]`
 
@@ -13,16 +14,15 @@ runs (parameters, git commit, notebook digest) -> pipelines (version, spec).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.selectable import ScalarSelect
 
-from compiler.lineage.queries import LineageNotFound, iso, resolve_run_id
+from compiler.lineage.history import baseline_run_id, metric_ordinals, metrics_of
+from compiler.lineage.history import metrics_history as metrics_history
+from compiler.lineage.queries import LineageNotFound, resolve_run_id
 from compiler.lineage.schema import (
     baselines,
     input_profiles,
@@ -32,31 +32,10 @@ from compiler.lineage.schema import (
     run_verdicts,
     runs,
 )
-from compiler.lineage.store import LineageStore
+from compiler.lineage.store import LineageStore, sql_rows
 from compiler.model.checks import DEFAULT_DRIFT_THRESHOLD
 from compiler.model.clock import utcnow
 from compiler.model.drift import profile_drift
-
-
-def _metric(value: float, is_bool: bool) -> float | bool:
-    return bool(value) if is_bool else value
-
-
-def _metrics_of(
-    connection: Connection, run_ids: list[str] | ScalarSelect[Any]
-) -> dict[str, dict[str, Any]]:
-    """`run_ids`: a list, or a subquery selecting them (see `_last_runs`)."""
-    out: dict[str, dict[str, Any]] = defaultdict(dict)
-    if isinstance(run_ids, list) and not run_ids:
-        return out
-    rows = connection.execute(
-        select(run_metrics.c.run_id, run_metrics.c.name, run_metrics.c.value, run_metrics.c.is_bool)
-        .where(run_metrics.c.run_id.in_(run_ids))
-        .order_by(run_metrics.c.run_id, run_metrics.c.name)
-    ).all()  # one fetchall: iterating the result fetched row by row, 4x slower on SQLite
-    for run_id, name, value, is_bool in rows:
-        out[run_id][name] = _metric(value, is_bool)
-    return out
 
 
 def _profiles_of(connection: Connection, run_id: str) -> dict[str, Any]:
@@ -68,37 +47,17 @@ def _profiles_of(connection: Connection, run_id: str) -> dict[str, Any]:
     return {key: profile for key, profile in rows}
 
 
-def baseline_run_id(
-    connection: Connection, notebook_path: str, exclude: str | None = None
-) -> tuple[str | None, bool]:
-    """(run id, pinned?) of the notebook's baseline; (None, False) when it has none."""
-    pinned = connection.execute(
-        select(baselines.c.run_id).where(baselines.c.notebook_path == notebook_path)
-    ).scalar()
-    if pinned is not None and pinned != exclude:
-        return str(pinned), True
-    query = (
-        select(runs.c.id)
-        .where(runs.c.notebook_path == notebook_path, runs.c.status == "succeeded")
-        .order_by(runs.c.started_at.desc(), runs.c.id.desc())
-        .limit(1)
-    )
-    if exclude is not None:
-        query = query.where(runs.c.id != exclude)
-    last = connection.execute(query).scalar()
-    return (str(last), False) if last is not None else (None, False)
-
-
 def load_baseline(
     connection: Connection, notebook_path: str, exclude: str | None = None
 ) -> dict[str, Any] | None:
-    run_id, pinned = baseline_run_id(connection, notebook_path, exclude)
+    sql = sql_rows(connection)
+    run_id, pinned = baseline_run_id(sql, notebook_path, exclude)
     if run_id is None:
         return None
     return {
         "run_id": run_id,
         "pinned": pinned,
-        "metrics": dict(_metrics_of(connection, [run_id]).get(run_id, {})),
+        "metrics": dict(metrics_of(sql, [run_id]).get(run_id, {})),
         "profiles": _profiles_of(connection, run_id),
     }
 
@@ -107,8 +66,14 @@ def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def record_monitoring(connection: Connection, run_id: str, data: Mapping[str, Any]) -> None:
-    """Write a finished run's metrics, verdicts and profiles (`data`: RunResult.to_dict()).
+def record_monitoring(
+    connection: Connection,
+    run_id: str,
+    data: Mapping[str, Any],
+    declared: Sequence[str] = (),
+) -> None:
+    """Write a finished run's metrics, verdicts and profiles (`data`: RunResult.to_dict();
+    `declared`: the names the metrics cell reads, in its order, which orders the metrics).
     Idempotent: a retried transaction or a second finish replaces the rows. A run with none
     of them writes nothing (and so also records into a store not yet at revision 0004)."""
     metric_rows, profile_rows = [], []
@@ -147,6 +112,12 @@ def record_monitoring(connection: Connection, run_id: str, data: Mapping[str, An
                     "profile": profile,
                 }
             )
+    # Produced order: the tasks' (each as its names were logged, then the metrics cell's), then
+    # the parameters the cell reads; ranked as the cell declares them (history.metric_ordinals).
+    produced = [*(r for r in metric_rows if r["task"] is not None), *metric_rows]
+    ordinals = metric_ordinals(list(dict.fromkeys(r["name"] for r in produced)), declared)
+    for row in metric_rows:
+        row["ordinal"] = ordinals[row["name"]]
     verdict_rows = [
         {
             "run_id": run_id,
@@ -196,103 +167,6 @@ def flagged_runs(connection: Connection, run_ids: list[str]) -> set[str]:
     return {r for (r,) in rows}
 
 
-def _verdicts_of(
-    connection: Connection, run_ids: list[str] | ScalarSelect[Any]
-) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    if isinstance(run_ids, list) and not run_ids:
-        return out
-    v = run_verdicts.c
-    fields = (
-        "kind",
-        "subject",
-        "passed",
-        "value",
-        "threshold",
-        "baseline_value",
-        "baseline_run",
-        "message",
-        "tag",
-        "drifted_columns",
-    )
-    rows = connection.execute(
-        select(v.run_id, *(v[f] for f in fields)).where(v.run_id.in_(run_ids)).order_by(v.id)
-    ).all()
-    # Plain tuples zipped with the names: Row attribute access per field was two thirds of
-    # this function's time with -n 1000 (3,000 verdicts).
-    for run_id, *values in rows:
-        verdict = dict(zip(fields, values, strict=True))
-        verdict["drifted_columns"] = verdict["drifted_columns"] or []
-        out[run_id].append(verdict)
-    return out
-
-
-def _last_runs(path: str, limit: int) -> ScalarSelect[Any]:
-    """The ids of the notebook's last `limit` runs, as a subquery: the metrics and verdicts
-    statements select by it rather than by a list of ids, which with -n 1000 was 1,000 bound
-    parameters to render and send per statement (~40 % of those statements' time here)."""
-    return (
-        select(runs.c.id)
-        .where(runs.c.notebook_path == path)
-        .order_by(runs.c.started_at.desc(), runs.c.id.desc())
-        .limit(limit)
-        .scalar_subquery()
-    )
-
-
-def metrics_history(store: LineageStore, notebook: str | Path, limit: int = 10) -> dict[str, Any]:
-    """The notebook's last `limit` runs, oldest first, with their metrics and verdicts; the
-    metric names in first-seen order; the baseline. Four statements whatever the run count,
-    each on an index (runs.notebook_path, run_metrics' key, run_verdicts.run_id)."""
-    path = str(Path(notebook).resolve())
-    with store.reading() as connection:
-        rows = connection.execute(
-            select(
-                runs.c.id,
-                runs.c.status,
-                run_outcomes.c.flagged,
-                runs.c.started_at,
-                runs.c.parameters,
-                run_outcomes.c.baseline_run,
-                runs.c.error,
-                pipelines.c.version,
-            )
-            .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
-            .outerjoin(run_outcomes, run_outcomes.c.run_id == runs.c.id)
-            .where(runs.c.notebook_path == path)
-            .order_by(runs.c.started_at.desc(), runs.c.id.desc())
-            .limit(limit)
-        ).all()
-        rows = list(reversed(rows))
-        metrics = _metrics_of(connection, _last_runs(path, limit))
-        verdicts = _verdicts_of(connection, _last_runs(path, limit))
-        baseline, pinned = baseline_run_id(connection, path)
-    names: dict[str, None] = {}
-    listed = []
-    for r in rows:
-        names.update(dict.fromkeys(metrics.get(r.id, {})))
-        listed.append(
-            {
-                "run_id": r.id,
-                "status": r.status,
-                "flagged": bool(r.flagged),
-                "started_at": iso(r.started_at),
-                "version": r.version,
-                "parameters": r.parameters or {},
-                "baseline_run": r.baseline_run,
-                "error": r.error,
-                "metrics": metrics.get(r.id, {}),
-                "verdicts": verdicts.get(r.id, []),
-            }
-        )
-    return {
-        "notebook_path": path,
-        "metrics": list(names),
-        "runs": listed,
-        "baseline": {"run_id": baseline, "pinned": pinned} if baseline else None,
-    }
-
-
 def set_baseline(store: LineageStore, run: str) -> dict[str, Any]:
     """Pin `run` as its notebook's baseline; returns {run_id, notebook_path, replaced}."""
 
@@ -334,7 +208,10 @@ def run_drift(store: LineageStore, run: str, against: str | None = None) -> dict
         if against is not None:
             other = resolve_run_id(connection, against)
         else:
-            other = row.baseline_run or baseline_run_id(connection, row.notebook_path, run_id)[0]
+            other = (
+                row.baseline_run
+                or baseline_run_id(sql_rows(connection), row.notebook_path, run_id)[0]
+            )
         if other is None:
             raise LineageNotFound(
                 f"run {run_id} has no baseline to compare with; pass --against RUN"
@@ -381,7 +258,7 @@ def metrics_diff(store: LineageStore, run_a: str, run_b: str) -> dict[str, Any]:
     """For `kiln diff`: each metric in A or B, and B's inputs scored against A's profiles."""
     with store.reading() as connection:
         a, b = resolve_run_id(connection, run_a), resolve_run_id(connection, run_b)
-        values = _metrics_of(connection, [a, b])
+        values = metrics_of(sql_rows(connection), [a, b])
         spec = connection.execute(
             select(pipelines.c.spec)
             .join(runs, runs.c.pipeline_id == pipelines.c.id)

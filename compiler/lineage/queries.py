@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.engine import Connection, Row
 
+from compiler.lineage.errors import AmbiguousTarget as AmbiguousTarget
+from compiler.lineage.errors import LineageNotFound as LineageNotFound
 from compiler.lineage.run_context import file_digest
 from compiler.lineage.schema import (
     artifacts,
@@ -36,21 +38,9 @@ from compiler.lineage.schema import (
 )
 from compiler.lineage.store import LineageStore
 from compiler.model.clock import as_utc
+from compiler.model.clock import iso as iso
 
 MIN_PREFIX = 4
-
-
-class LineageNotFound(LookupError):
-    """Nothing in the store matches (exit code 1)."""
-
-
-class AmbiguousTarget(ValueError):
-    """A prefix or file name matches more than one thing (exit code 2: say more)."""
-
-
-def iso(moment: dt.datetime | None) -> str | None:
-    moment = as_utc(moment)
-    return moment.isoformat(timespec="seconds") if moment else None
 
 
 def _seconds_between(start: dt.datetime | None, end: dt.datetime | None) -> float | None:

@@ -722,7 +722,12 @@ class RunRecorder:
                 .where(runs.c.id == self.run_id)
                 .values(parameters=self.parameters, **_present(cost=cost, budget=budget))
             )
-            record_monitoring(connection, self.run_id, data)
+            # The metrics cell's names in its order (the spec also lists literal
+            # kiln.log_metric names, which come after them in the order they were logged).
+            declared = [
+                m["name"] for m in self.spec.get("metrics") or [] if m.get("source") != "log_metric"
+            ]
+            record_monitoring(connection, self.run_id, data, declared)
             status = str(data.get("status") or "failed")
             error = data.get("error")
             if budget and budget["over"] and budget["policy"] == "fail":

@@ -315,6 +315,9 @@ run_metrics = Table(
     Column("task", String(200)),
     Column("value", Float, nullable=False),
     Column("is_bool", Boolean, nullable=False, default=False),
+    # Its place in the run's list: the metrics cell's order, then kiln.log_metric names in
+    # first-logged order (migration 0007; null on older rows, which list alphabetically).
+    Column("ordinal", Integer),
 )
 
 # What the run was judged on: each check:/warn: condition and each profiled input's drift.

@@ -24,36 +24,22 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from compiler.lineage.defaults import DEFAULT_DB as DEFAULT_DB
 from compiler.lineage.defaults import ENV_URL as ENV_URL
+from compiler.lineage.defaults import HEAD_REVISION as HEAD_REVISION
+from compiler.lineage.defaults import SQLITE_BUSY_TIMEOUT_MS
+from compiler.lineage.defaults import find_default_db as find_default_db
+from compiler.lineage.errors import LineageStoreError as LineageStoreError
+from compiler.lineage.sqlite_reader import SqlRows
 from compiler.model.validation import finite_or_text
 
-# The newest migration; a test checks it against the migrations folder. Comparing with a
-# constant spares every `kiln` command the cost of loading Alembic's script directory.
-HEAD_REVISION = "0006_run_metrics"
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-SQLITE_BUSY_TIMEOUT_MS = 60_000
 # Any fixed number: serializes concurrent first-time migrations on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x6B696C6E
 
 T = TypeVar("T")
 
 
-class LineageStoreError(RuntimeError):
-    """The lineage database cannot be opened or used."""
-
-
 def default_url_for(notebook_path: str | Path) -> str:
     return f"sqlite:///{Path(notebook_path).resolve().parent / DEFAULT_DB}"
-
-
-def find_default_db(start: str | Path) -> Path | None:
-    """`.kiln/lineage.db` in `start` or the nearest parent folder that has one (like git)."""
-    folder = Path(start).resolve()
-    if folder.is_file():
-        folder = folder.parent
-    for candidate in (folder, *folder.parents):
-        if (candidate / DEFAULT_DB).is_file():
-            return candidate / DEFAULT_DB
-    return None
 
 
 def resolve_url(url: str | None, notebook_path: str | Path | None = None) -> str:
@@ -121,6 +107,16 @@ def create_store_engine(url: str) -> Engine:
     return create_engine(url, **kwargs)
 
 
+def sql_rows(connection: Connection) -> SqlRows:
+    """SQL text on this connection, rows as tuples: the statements history.py shares with
+    the sqlite3 reader (SQLAlchemy's `text()` takes the same `:name` parameters)."""
+
+    def rows(statement: str, parameters: Mapping[str, Any]) -> list[Any]:
+        return list(connection.execute(text(statement), dict(parameters)).all())
+
+    return rows
+
+
 def is_transient(exc: DBAPIError) -> bool:
     """Errors worth retrying the whole transaction for: lock timeouts and deadlocks."""
     message = str(exc.orig).lower()
@@ -143,6 +139,13 @@ class LineageStore:
     def reading(self) -> Iterator[Connection]:
         with self.engine.connect() as connection, connection.begin():
             yield connection
+
+    @contextmanager
+    def reading_sql(self) -> Iterator[SqlRows]:
+        """A read transaction that runs SQL text with `:name` parameters (history.py's), as
+        `SqliteReader.reading_sql` runs it without SQLAlchemy."""
+        with self.reading() as connection:
+            yield sql_rows(connection)
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -303,7 +306,8 @@ def open_store(
     if migrate:
         try:
             upgrade_schema(engine)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # locked, unreadable, or not a database ("file is not a
+            # database" is a DatabaseError, not an OperationalError: it was a traceback)
             engine.dispose()
             raise LineageStoreError(
                 f"cannot open lineage database {_safe(resolved)}: {exc.orig}"

@@ -18,3 +18,9 @@ def as_utc(moment: dt.datetime | None) -> dt.datetime | None:
     if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """A stored time as Kiln shows it: ISO 8601 in UTC, to the second."""
+    moment = as_utc(moment)
+    return moment.isoformat(timespec="seconds") if moment else None

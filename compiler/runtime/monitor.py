@@ -155,7 +155,8 @@ class TaskMonitor:
             if isinstance(path, str | os.PathLike) and is_dataframe(frame):
                 # Keyed as the compiler keys `drift:` tags (compile/metrics.py): the path as
                 # written, normalised, so `./data/x.parquet` and `data/x.parquet` are one input.
-                monitor.profile(os.path.normpath(os.fspath(path)), frame, "file")
+                # The path itself too: a Parquet file's footer holds exact counts and extremes.
+                monitor.profile(os.path.normpath(os.fspath(path)), frame, "file", path)
             return frame
 
         read.__kiln_wrapped__ = True  # type: ignore[attr-defined]
@@ -163,11 +164,11 @@ class TaskMonitor:
         read.__doc__ = original.__doc__
         return read
 
-    def profile(self, key: str, frame: Any, source: str) -> None:
+    def profile(self, key: str, frame: Any, source: str, path: Any = None) -> None:
         if key in self.profiles:
             return
         try:
-            self.profiles[key] = profile_frame(frame, source)
+            self.profiles[key] = profile_frame(frame, source, path)
         except Exception as exc:  # a profile is information; never fail the task for one
             self.warnings.append(f"{self._where()}: could not profile {key}: {exc}")
 
