@@ -24,6 +24,7 @@ from compiler.lineage.history import metrics_history
 from compiler.lineage.metrics import record_monitoring
 from compiler.lineage.schema import pipelines, runs
 from compiler.lineage.store import HEAD_REVISION, MIGRATIONS_DIR, create_store_engine, open_store
+from tests.postgres_fixture import postgres_server, postgres_unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 # The metrics cell of the notebook these runs come from reads `f1`, then `scores` (a dict);
@@ -32,13 +33,14 @@ DECLARED = ["f1", "scores"]
 LISTED = ["f1", "scores.logreg", "scores.forest", "zeta", "alpha"]
 
 
-def record_runs(folder: Path, count: int) -> Path:
-    """A notebook and `count` recorded runs of it in folder/.kiln/lineage.db; returns the
-    notebook. Run i has accuracy-like metrics, a check verdict, and every third one failed."""
+def record_runs(folder: Path, count: int, url: str | None = None) -> Path:
+    """A notebook and `count` recorded runs of it in folder/.kiln/lineage.db (or at `url`);
+    returns the notebook. Each run has metrics, a check and a drift verdict; every third one
+    failed."""
     folder.mkdir(parents=True, exist_ok=True)
     notebook = folder / "model.ipynb"
     notebook.write_text("{}")
-    store = open_store(None, notebook)
+    store = open_store(url, notebook)
     start = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
     with store.writing() as c:
         pipeline = c.execute(
@@ -156,6 +158,28 @@ def test_kiln_metrics_reads_sqlite_without_sqlalchemy_and_answers_as_the_server_
     header = table.stdout.splitlines()[1].split()
     assert header == ["run", "started", "status", *LISTED, "verdicts"]
     assert "drift data/wine.csv (alcohol)" in table.stdout
+
+
+def test_the_history_reads_the_same_on_postgresql(tmp_path: Path):
+    """The one copy of the SQL text through SQLAlchemy on PostgreSQL, whose driver hands back
+    JSON decoded, real booleans and aware times: the same answer as SQLite's."""
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    try:
+        url = postgres_server().new_database()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    notebook = record_runs(tmp_path, 4)
+    record_runs(tmp_path, 4, url)  # the same runs, the same notebook path
+    sqlite, postgres = open_store(None, notebook), open_store(url, notebook)
+    try:
+        expected = metrics_history(sqlite, notebook, 3)
+        assert metrics_history(postgres, notebook, 3) == expected
+        assert expected["metrics"] == LISTED and len(expected["runs"]) == 3
+    finally:
+        sqlite.close()
+        postgres.close()
 
 
 def test_kiln_metrics_upgrades_a_store_an_older_release_made_as_before(tmp_path: Path):

@@ -56,6 +56,11 @@ def _number(value: Any) -> str:
 
 
 def _change(value: Any, before: Any) -> str:
+    if before is None:
+        return ""
+    if type(value) is float and type(before) is float:  # nearly every cell: the short way
+        delta = value - before
+        return " (=)" if delta == 0 else f" ({'+' if delta > 0 else '-'}{abs(delta):.3g})"
     if isinstance(value, bool) or isinstance(before, bool):
         return "" if value == before or before is None else " (changed)"
     if value is None or before is None:
@@ -118,11 +123,12 @@ def render_metrics(history: Mapping[str, Any]) -> str:
         mark = " (baseline)" if run["run_id"] == baseline.get("run_id") else ""
         cells = [run["run_id"][:12] + mark, (run["started_at"] or "")[:16].replace("T", " ")]
         cells.append(run_status(run))
+        metrics = run["metrics"]
         for name in names:
-            value = run["metrics"].get(name)
+            value = metrics.get(name)
             cells.append(_number(value) + _change(value, previous.get(name)))
         cells.append(_verdict_cell(run["verdicts"]))
-        previous = {**previous, **run["metrics"]}
+        previous.update(metrics)  # each metric's last value so far
         rows.append(cells)
     pinned = " (pinned)" if baseline.get("pinned") else " (last succeeded run)"
     lines = [

@@ -113,16 +113,12 @@ def moment(value: Any) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _metric(value: float, is_bool: Any) -> float | bool:
-    return bool(value) if is_bool else value
-
-
 def _shape_metrics(rows: list[Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """({run: {name: value}} in each run's order, {(run, name): ordinal})."""
     values: dict[str, dict[str, Any]] = defaultdict(dict)
     ordinals: dict[Any, Any] = {}
     for run_id, name, value, is_bool, ordinal in rows:
-        values[run_id][name] = _metric(value, is_bool)
+        values[run_id][name] = bool(value) if is_bool else value
         ordinals[run_id, name] = ordinal
     return values, ordinals
 
