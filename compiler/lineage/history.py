@@ -1,7 +1,8 @@
 """A notebook's metrics across its runs, read as SQL text that two back-ends run unchanged.
 
-    with store.reading_sql() as sql:              # LineageStore (SQLAlchemy) or SqliteReader
-        names = baseline_run_id(sql, notebook_path)
+    history = metrics_history(store, notebook, limit=10)  # LineageStore or SqliteReader
+    with store.reading_sql() as sql:
+        run_id, pinned = baseline_run_id(sql, notebook_path)
 
 Every statement here is one string with `:name` parameters: SQLAlchemy's `text()` runs it on
 SQLite and PostgreSQL (`LineageStore.reading_sql`), and the standard library's sqlite3 runs it
