@@ -132,6 +132,7 @@ def profile_frame(
         if path is not None:
             footer = parquet_statistics(path, rows)
     columns: dict[str, Any] = {}
+    unranked: dict[str, Any] = {}  # numeric column -> its sampled finite values
     for name in list(frame.columns)[:MAX_COLUMNS]:
         series = frame[name]
         if isinstance(series, pd.DataFrame):  # duplicate column names: the first one
@@ -180,9 +181,7 @@ def profile_frame(
                         max=_round(float(finite.max())),
                     )
             if part.size:
-                column["quantiles"] = dict(
-                    zip(map(str, QUANTILES), _rounded(np.quantile(part, QUANTILES)), strict=True)
-                )
+                unranked[str(name)] = part  # quantiles: all columns at once, below
                 # Every step-th sampled row, sorted: the rows are spread over the whole frame
                 # and the same every run, so an unchanged input scores 0. Sorting 500 values
                 # instead of all the sampled rows was half of a numeric column's profile.
@@ -191,12 +190,30 @@ def profile_frame(
         else:
             column.update(_categories(series, rows, picked))
         columns[str(name)] = column
+    _fill_quantiles(columns, unranked)
     return {
         "source": source,
         "rows": rows,
         "columns": columns,
         "columns_left_out": max(0, int(frame.shape[1]) - MAX_COLUMNS),
     }
+
+
+def _fill_quantiles(columns: dict[str, Any], parts: dict[str, Any]) -> None:
+    """Each numeric column's QUANTILES of its sampled values, with one np.quantile call per
+    group of columns sampled to the same length (usually all of them): numpy's per-call cost,
+    ~0.2 ms, was a third of a Parquet input's profile when paid once per column."""
+    import numpy as np
+
+    by_size: dict[int, list[str]] = {}
+    for name, part in parts.items():
+        by_size.setdefault(part.size, []).append(name)
+    for names in by_size.values():
+        found = np.quantile(np.stack([parts[n] for n in names]), QUANTILES, axis=1)
+        for k, name in enumerate(names):
+            columns[name]["quantiles"] = dict(
+                zip(map(str, QUANTILES), _rounded(found[:, k]), strict=True)
+            )
 
 
 def _categories(series: Any, rows: int, picked: Any) -> dict[str, Any]:
