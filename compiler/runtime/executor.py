@@ -635,16 +635,16 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
     forget_local_modules(modules)
     previous = os.getcwd()
     # `%env NAME=value` and os.environ[...] = ... last for the task, as for a kernel's notebook;
-    # the worker process outlives it and serves other notebooks.
-    environment = dict(os.environ)
+    # the worker process outlives it and serves other notebooks. (Copied and compared as
+    # os.environ's bytes: through os.environ, decoding each name and value, this was a sixth
+    # of a trivial task's time on the worker.)
+    environment = _environ_snapshot()
     os.chdir(folder)
     sys.path.insert(0, modules)
     try:
         yield
     finally:
-        if os.environ != environment:
-            os.environ.clear()
-            os.environ.update(environment)
+        _restore_environ(environment)
         os.chdir(previous)
         with contextlib.suppress(ValueError):
             sys.path.remove(modules)
@@ -678,29 +678,64 @@ def _isolated() -> Iterator[None]:
         _restore_config(_SHELL, configured)
 
 
+_CONFIG_TRAITS: dict[type, tuple[str, ...]] = {}
+_UNSET = object()
+
+
+def _config_traits(configurable: Any) -> tuple[str, ...]:
+    # Per class: `trait_names(config=True)` filters every trait's metadata on each call, and
+    # was a third of a trivial task's time on the worker when asked twice per configurable per
+    # task. (traitlets' add_traits makes a new class, so a class's names do not change.)
+    kind = type(configurable)
+    names = _CONFIG_TRAITS.get(kind)
+    if names is None:
+        names = _CONFIG_TRAITS[kind] = tuple(configurable.trait_names(config=True))
+    return names
+
+
+def _trait_values(configurable: Any) -> Any:
+    """Name -> value as the object holds them (traitlets' own dict), without computing the
+    defaults it has not used yet; a mapping that reads through the traits if there is none."""
+    values = getattr(configurable, "_trait_values", None)
+    if isinstance(values, dict):
+        return values
+    return {name: getattr(configurable, name) for name in _config_traits(configurable)}
+
+
 def _config_snapshot(shell: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
     """The configurable traits of what `%config` can set (the shell's configurables), by
     object: `%config` assigns values, so the values themselves need no copy."""
     if shell is None:
         return {}
-    return {
-        id(c): (c, {name: getattr(c, name) for name in c.trait_names(config=True)})
-        for c in shell.configurables
-    }
+    snapshot = {}
+    for c in shell.configurables:
+        values = _trait_values(c)
+        snapshot[id(c)] = (c, {name: values.get(name, _UNSET) for name in _config_traits(c)})
+    return snapshot
 
 
 def _restore_config(shell: Any, saved: dict[int, tuple[Any, dict[str, Any]]]) -> None:
     """Put back what a task's `%config` changed, as a fresh kernel would have it. A configurable
     the task made (matplotlib's InlineBackend, on its first figure) goes back to its defaults.
     Setting a trait runs its observers, so `InlineBackend.figure_formats` re-registers the
-    shell's figure formatters."""
+    shell's figure formatters. A trait still holding the very object it held before is left
+    alone without comparing values (most of them, in most tasks)."""
     if shell is None:
         return
     for c in list(shell.configurables):
         was = saved.get(id(c))
-        for name in c.trait_names(config=True):
+        before = was[1] if was is not None and was[0] is c else None
+        now = _trait_values(c)
+        for name in _config_traits(c):
             try:
-                value = was[1][name] if was is not None and was[0] is c else c.trait_defaults(name)
+                if before is not None:
+                    value = before.get(name, _UNSET)
+                    if now.get(name, _UNSET) is value:
+                        continue
+                    if value is _UNSET:  # not used before the task: its default
+                        value = c.trait_defaults(name)
+                else:
+                    value = c.trait_defaults(name)
                 if getattr(c, name) != value:
                     setattr(c, name, value)
             except Exception:  # a trait without a usable default: left as it is
