@@ -266,14 +266,10 @@ export class PipelineModel implements IDisposable {
 
   /** Post the notebook's current content (outputs left out) to /kiln/compile. */
   async compileNow(force = false): Promise<void> {
-    const model = this.panel.model;
-    if (!model || this._disposed) {
+    if (!this.panel.model || this._disposed) {
       return;
     }
-    const notebook = model.toJSON() as { cells: Array<{ [key: string]: unknown }> };
-    notebook.cells = notebook.cells.map(cell =>
-      cell.cell_type === 'code' ? { ...cell, outputs: [], execution_count: null } : cell
-    );
+    const notebook = this._notebookJSON();
     const signature = JSON.stringify([this.path, notebook.cells]);
     if (!force && signature === this._lastSignature) {
       return; // outputs or selection changed, not the pipeline
@@ -308,6 +304,35 @@ export class PipelineModel implements IDisposable {
     this._compiling = false;
     this._indexCells();
     this._changed.emit();
+  }
+
+  /**
+   * The compiler's diagnostics for the notebook as it would be with `tags` on `cell`: what the
+   * tag editor shows as you type (the same /kiln/compile request as every compile, so the
+   * messages are the compiler's own). Nothing is stored: the model's compile result stays that
+   * of the notebook's real content.
+   */
+  async diagnosticsWithTags(cell: ICellModel, tags: string[]): Promise<IDiagnostic[]> {
+    const position = this.panel.content.widgets.findIndex(c => c.model === cell);
+    if (position < 0 || !this.panel.model) {
+      return [];
+    }
+    const notebook = this._notebookJSON();
+    notebook.cells[position] = {
+      ...notebook.cells[position],
+      metadata: { ...(notebook.cells[position].metadata as object), tags }
+    };
+    const result = await postKiln<ICompileResult>('compile', { path: this.path, notebook });
+    return result.diagnostics;
+  }
+
+  /** The notebook's current content with outputs left out (what the compiler reads). */
+  private _notebookJSON(): { cells: Array<{ [key: string]: unknown }> } {
+    const notebook = this.panel.model!.toJSON() as { cells: Array<{ [key: string]: unknown }> };
+    notebook.cells = notebook.cells.map(cell =>
+      cell.cell_type === 'code' ? { ...cell, outputs: [], execution_count: null } : cell
+    );
+    return notebook;
   }
 
   /**

@@ -16,11 +16,10 @@ import { SchedulesSection } from './schedules';
 import { kilnIcon } from './icons';
 import { PipelineModel } from './model';
 import { ProductionSection, runCostLine } from './production';
-import { TagEditor, cellTags, writeCellTags } from './tageditor';
-import { applyTagForm, taskName } from './tags';
-import { postKiln } from './api';
+import { TagEditor, cellTags, tagChecker, writeCellTags } from './tageditor';
+import { taskName } from './tags';
 import { IKilnPipelines } from './tokens';
-import { ICompileResult, IDiagnostic } from './types';
+import { IDiagnostic } from './types';
 
 
 function diagnosticPlace(d: IDiagnostic): string {
@@ -296,9 +295,17 @@ export class PipelinePanel extends Widget {
     const section = this._cellSection;
     const cell = this._model ? this._cell : null;
     const tags = cell ? cellTags(cell) : [];
-    const key = cell ? `${cell.model.id}|${JSON.stringify(tags)}|${this._model?.tasks.length}` : '';
+    const base = cell ? `${cell.model.id}|${JSON.stringify(tags)}|` : '';
+    const key = cell ? `${base}${this._model?.tasks.length}` : '';
     if (!force && key === this._cellKey) {
       return; // keep what the user is typing
+    }
+    if (!force && cell && this._model && this._editor?.touched && this._cellKey.startsWith(base)) {
+      // Only the task list changed (a compile landed) while the user types in the form: keep
+      // the form, refresh its heading (the cell's task chip); its task-name suggestions are
+      // refreshed next time the cell is selected.
+      section.querySelector('.kiln-Panel-heading')?.replaceWith(this._cellHeading(this._model, cell));
+      return;
     }
     this._cellKey = key;
     this._editor?.dispose(); // detaches its node first, while it is still in the section
@@ -310,14 +317,8 @@ export class PipelinePanel extends Widget {
       return;
     }
     const index = model.panel.content.widgets.indexOf(cell);
-    const heading = el('h3', 'kiln-Panel-heading', `Cell ${index}`);
     const info = model.cellTask(cell.model, index);
-    if (info) {
-      const chip = el('span', 'kiln-Chip', info.task.name);
-      chip.style.setProperty('--kiln-task-color', info.color);
-      heading.append(' ', chip);
-    }
-    section.append(heading);
+    section.append(this._cellHeading(model, cell));
     if (cell.model.type !== 'code') {
       section.append(
         el('div', 'kiln-Panel-empty', 'Markdown cells are not part of tasks; their headings can name tasks (Split by Headings).')
@@ -326,87 +327,65 @@ export class PipelinePanel extends Widget {
     }
     const editor = new TagEditor(
       tags,
-      model.tasks.map(t => t.name).filter(n => n !== info?.task.name)
+      model.tasks.map(t => t.name).filter(n => n !== info?.task.name),
+      tagChecker(model, cell as Cell)
     );
-    const message = el('div', 'kiln-TagEditor-message');
     const apply = el('button', 'jp-Button jp-mod-styled jp-mod-accept kiln-Panel-apply', 'Apply tags');
-    const submit = () => {
-      const problem = editor.validate();
-      message.textContent = problem ?? '';
-      if (!problem) {
+    // The compiler's verdict on the tags the form would write, as you type (TagEditor): an
+    // error blocks Apply; warnings (a check on a metric nothing produces) are shown only.
+    apply.disabled = !editor.valid;
+    editor.verdictChanged.connect((_, ok) => {
+      apply.disabled = !ok;
+    });
+    const submit = async () => {
+      apply.disabled = true; // until the compiler has seen what is about to be written
+      const ok = await editor.settle();
+      if (!editor.isDisposed) {
+        apply.disabled = !ok;
+      }
+      if (ok && !editor.isDisposed) {
         writeCellTags(cell as Cell, editor.getValue());
       }
     };
-    apply.addEventListener('click', submit);
+    apply.addEventListener('click', () => void submit());
     const note = el('div', 'kiln-TagEditor-note');
-    // As you type: the compiler's own verdict on the tags the form would write.
-    let timer = 0;
-    let asked = 0;
-    const check = async () => {
+    const renameNote = () => {
       const form = editor.getValue();
-      const problem = editor.validate();
+      // The compile that knows this cell's task may have landed after the form was made.
+      const info = model.cellTask(cell.model, model.panel.content.widgets.indexOf(cell));
       const renamed = info?.first && form.role === 'task' && form.name && taskName(form.name) !== info.task.name;
       note.textContent = renamed
         ? `Renaming keeps the lineage: this cell’s runs recorded as “${info!.task.name}” stay in the history of “${taskName(form.name)}”.`
         : form.role === 'task' && form.name && taskName(form.name) !== form.name
           ? `Saved as task:${taskName(form.name)} (task names are snake_case).`
           : '';
-      if (problem) {
-        message.textContent = problem;
-        apply.disabled = true;
-        return;
-      }
-      const request = ++asked;
-      const notebook = model.panel.model?.toJSON() as { cells: Array<{ [key: string]: any }> } | undefined;
-      const position = model.panel.content.widgets.indexOf(cell);
-      if (!notebook || position < 0) {
-        return;
-      }
-      notebook.cells = notebook.cells.map((c, i) => ({
-        ...c,
-        ...(c.cell_type === 'code' ? { outputs: [], execution_count: null } : {}),
-        metadata: i === position ? { ...c.metadata, tags: applyTagForm(cellTags(cell), form) } : c.metadata
-      }));
-      try {
-        const result = await postKiln<ICompileResult>('compile', { path: model.path, notebook });
-        if (request !== asked) {
-          return;
-        }
-        // The compiler's messages about this cell's tags: errors block Apply; warnings about
-        // checks and metrics (a check on a metric nothing produces) are shown, not blocking.
-        const mine = result.diagnostics.filter(
-          d =>
-            d.cell_index === position &&
-            (d.severity === 'error' || /metric/.test(d.code)) &&
-            /tag|task|name|after|check|drift|metric/.test(d.code)
-        );
-        message.replaceChildren(
-          ...mine.map(d =>
-            d.severity === 'error' ? el('div', '', d.message) : el('div', 'kiln-mod-warning', `warning: ${d.message}`)
-          )
-        );
-        apply.disabled = mine.some(d => d.severity === 'error');
-      } catch {
-        // The server's answer is a hint here; Apply still works without it.
-      }
     };
-    const soon = () => {
-      window.clearTimeout(timer);
-      timer = window.setTimeout(() => void check(), 300);
-    };
-    editor.node.addEventListener('input', soon);
-    editor.node.addEventListener('change', soon);
+    editor.node.addEventListener('input', renameNote);
+    editor.node.addEventListener('change', renameNote);
     editor.node.addEventListener('keydown', event => {
       if (event.key === 'Enter' && (event.target as HTMLElement).tagName === 'INPUT') {
         event.preventDefault();
-        submit();
+        void submit();
       }
     });
     const tagList = el('div', 'kiln-Panel-tags');
     tagList.textContent = tags.length ? `tags: ${tags.join('  ')}` : 'no tags';
     Widget.attach(editor, section);
-    section.append(apply, message, note, tagList);
+    section.append(apply, note, tagList);
     this._editor = editor;
+  }
+
+  /** "Cell N" and the chip of the task it belongs to (the last compile's). */
+  private _cellHeading(model: PipelineModel, cell: Cell): HTMLElement {
+    const index = model.panel.content.widgets.indexOf(cell);
+    const heading = el('h3', 'kiln-Panel-heading', `Cell ${index}`);
+    const info = model.cellTask(cell.model, index);
+    if (info) {
+      const chip = el('span', 'kiln-Chip', info.task.name);
+      chip.style.setProperty('--kiln-task-color', info.color);
+      heading.append(' ', chip);
+    }
+    return heading;
   }
 
   private _renderGraph(): void {

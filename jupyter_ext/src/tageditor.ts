@@ -1,8 +1,12 @@
 import { Cell } from '@jupyterlab/cells';
+import { Message } from '@lumino/messaging';
+import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
+import type { PipelineModel } from './model';
 import { noteTagEdit } from './tagguard';
-import { CellRole, ICellTagForm, applyTagForm, readTagForm } from './tags';
+import { CellRole, ICellTagForm, applyTagForm, checkTag, readTagForm } from './tags';
+import { IDiagnostic } from './types';
 import { tagTransaction } from './undo';
 
 const ROLES: Array<[CellRole, string]> = [
@@ -15,6 +19,104 @@ const ROLES: Array<[CellRole, string]> = [
 ];
 
 let uniqueId = 0;
+
+/** The form's inputs a compiler message can be about, and `general` for the rest. */
+type FieldKey =
+  | 'name'
+  | 'after'
+  | 'cpu'
+  | 'memory'
+  | 'gpu'
+  | 'retries'
+  | 'timeout'
+  | 'cache'
+  | 'checks'
+  | 'drift'
+  | 'general';
+
+/**
+ * The compiler's codes about a cell's tags (compiler/compile/dag.py, metrics.py) and the field
+ * each is about; `bad-tag` goes by the tag it quotes. Messages about the cell's code are not the
+ * editor's: lint.ts marks them in the cell.
+ */
+const FIELD_OF_CODE: { [code: string]: FieldKey } = {
+  'bad-tag': 'general',
+  'duplicate-task': 'name',
+  'before-first-task': 'general',
+  'unknown-after': 'after',
+  cycle: 'after',
+  'misplaced-check': 'checks',
+  'unknown-metric': 'checks',
+  'duplicate-metrics': 'general',
+  'metric-not-produced': 'general',
+  'metric-not-a-number': 'general',
+  'misplaced-drift': 'drift',
+  'unknown-drift-input': 'drift'
+};
+/** Reported on the other cell involved, naming this one ("already defined in cell 3"). */
+const CROSS_CELL = new Set(['duplicate-task', 'duplicate-metrics', 'cycle']);
+const FIELD_OF_PREFIX: { [prefix: string]: FieldKey } = {
+  task: 'name',
+  step: 'name',
+  after: 'after',
+  retries: 'retries',
+  timeout: 'timeout',
+  cache: 'cache',
+  check: 'checks',
+  warn: 'checks',
+  drift: 'drift'
+};
+
+function fieldOf(d: IDiagnostic): FieldKey {
+  if (d.code !== 'bad-tag') {
+    return FIELD_OF_CODE[d.code] ?? 'general';
+  }
+  const quoted = /^bad tag '([a-z-]+):([a-z]*)/i.exec(d.message);
+  if (!quoted) {
+    return 'general';
+  }
+  const prefix = quoted[1].toLowerCase();
+  if (prefix === 'resources') {
+    const key = quoted[2].toLowerCase();
+    return key === 'cpu' || key === 'memory' || key === 'gpu' ? key : 'general';
+  }
+  return FIELD_OF_PREFIX[prefix] ?? 'general';
+}
+
+/**
+ * Asks the compiler about a cell's tags: `current` for the tags it has (the last compile's
+ * diagnostics), `check` for the tags a form would write. Both give only the messages about
+ * this cell's tags.
+ */
+export interface ITagChecker {
+  current(): IDiagnostic[];
+  check(form: ICellTagForm): Promise<IDiagnostic[]>;
+}
+
+/**
+ * The checker of one cell of a pipeline: the same /kiln/compile request the panel makes on every
+ * change, with the form's tags in place of the cell's (PipelineModel.diagnosticsWithTags), so the
+ * editor shows the compiler's own words and no tag grammar lives in TypeScript.
+ */
+export function tagChecker(model: PipelineModel, cell: Cell): ITagChecker {
+  const mine = (diagnostics: IDiagnostic[]): IDiagnostic[] => {
+    const position = model.panel.content.widgets.indexOf(cell);
+    const named = new RegExp(`\\bcell ${position}\\b`);
+    return diagnostics.filter(
+      d =>
+        d.code in FIELD_OF_CODE &&
+        (d.cell_index === position || (CROSS_CELL.has(d.code) && named.test(d.message)))
+    );
+  };
+  return {
+    current: () => mine(model.diagnostics),
+    check: async form =>
+      mine(await model.diagnosticsWithTags(cell.model, applyTagForm(cellTags(cell), form)))
+  };
+}
+
+/** How long typing pauses before the compiler is asked (one request per pause, not per key). */
+const CHECK_DELAY_MS = 300;
 
 function field(label: string, input: HTMLElement, hint?: string): HTMLElement {
   const row = document.createElement('label');
@@ -54,9 +156,14 @@ function items(text: string, sep: RegExp): string[] {
  * limits; the metrics cell's checks.
  */
 export class TagEditor extends Widget {
-  constructor(tags: readonly string[], taskNames: readonly string[] = []) {
+  constructor(
+    tags: readonly string[],
+    taskNames: readonly string[] = [],
+    checker: ITagChecker | null = null
+  ) {
     super();
     this.addClass('kiln-TagEditor');
+    this._checker = checker;
     const form = readTagForm(tags);
 
     this._role = document.createElement('select');
@@ -110,6 +217,7 @@ export class TagEditor extends Widget {
       field('Memory', this._memory, 'resources: memory, e.g. 512MiB, 4GiB'),
       field('GPU', this._gpu, 'resources: GPUs')
     );
+    const resourcesMessage = this._messageFor('cpu', 'memory', 'gpu');
     const policies = document.createElement('div');
     policies.className = 'kiln-TagEditor-row';
     const cacheLabel = document.createElement('label');
@@ -132,22 +240,32 @@ export class TagEditor extends Widget {
       form.drift.length > 0;
     const summary = document.createElement('summary');
     summary.textContent = 'After, resources, retries, timeout, cache, drift';
+    this._options = options;
     options.append(
       summary,
       field('After', this._after, 'after:NAME: run after these tasks, besides data flow'),
+      this._messageFor('after'),
       resources,
+      resourcesMessage,
       policies,
+      this._messageFor('retries', 'timeout', 'cache'),
       field(
         'Drift limits',
         this._drift,
         'drift:INPUT<LIMIT: a DataFrame this task binds, or a CSV/Parquet file it reads, drifts ' +
           'when a column scores LIMIT or more against the baseline run (0..1; default 0.2)'
-      )
+      ),
+      this._messageFor('drift')
     );
 
     this._taskFields = document.createElement('div');
     this._taskFields.className = 'kiln-TagEditor-task';
-    this._taskFields.append(field('Task name', this._name, 'task:NAME'), options, names);
+    this._taskFields.append(
+      field('Task name', this._name, 'task:NAME'),
+      this._messageFor('name'),
+      options,
+      names
+    );
     this._metricsFields = document.createElement('div');
     this._metricsFields.className = 'kiln-TagEditor-task kiln-TagEditor-metrics';
     this._metricsFields.append(
@@ -156,10 +274,238 @@ export class TagEditor extends Widget {
         this._checks,
         'check:METRIC OP VALUE fails the run; warn: flags it. OP: < <= > >= ==; VALUE: a number ' +
           'or baseline±x (the baseline run: pinned, else the last succeeded one)'
-      )
+      ),
+      this._messageFor('checks')
     );
-    this.node.append(field('This cell', this._role), this._taskFields, this._metricsFields);
+    // Messages about no one field, and what stops Apply.
+    this._summary = document.createElement('div');
+    this._summary.className = 'kiln-TagEditor-message';
+    this._summary.setAttribute('role', 'status');
+    this.node.append(
+      field('This cell', this._role),
+      this._taskFields,
+      this._metricsFields,
+      this._summary
+    );
     this._sync();
+    this.node.addEventListener('input', this._onEdit);
+    this.node.addEventListener('change', this._onEdit);
+    this._show(checker?.current() ?? []);
+  }
+
+  /**
+   * Emitted with `true` when the form may be applied (no error from the compiler or the form),
+   * `false` when it may not.
+   */
+  get verdictChanged(): ISignal<this, boolean> {
+    return this._verdictChanged;
+  }
+
+  /** Whether the user has changed a field since the form was made. */
+  get touched(): boolean {
+    return this._touched;
+  }
+
+  /** Whether the last verdict allows Apply. */
+  get valid(): boolean {
+    return this._errors === 0;
+  }
+
+  /**
+   * Ask the compiler about the form as it is now (a pending, debounced request is replaced) and
+   * say whether it may be applied. Apply awaits this, so a click right after typing cannot
+   * write tags the compiler has not seen. Without a server answer the form's own check decides.
+   */
+  async settle(): Promise<boolean> {
+    window.clearTimeout(this._timer);
+    return this._check();
+  }
+
+  dispose(): void {
+    window.clearTimeout(this._timer);
+    ++this._asked; // an answer on its way finds nothing to update
+    super.dispose();
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this._echoValidity(); // a dialog opened on a form that is already invalid refuses Apply
+  }
+
+  private _onEdit = (): void => {
+    if (this._echoing) {
+      return;
+    }
+    this._touched = true;
+    window.clearTimeout(this._timer);
+    this._timer = window.setTimeout(() => void this._check(), CHECK_DELAY_MS);
+  };
+
+  private async _check(): Promise<boolean> {
+    const request = ++this._asked;
+    const problem = this.validate();
+    if (problem) {
+      this._show([], problem);
+      return false;
+    }
+    if (!this._checker) {
+      this._show([]);
+      return true;
+    }
+    let diagnostics: IDiagnostic[];
+    try {
+      diagnostics = await this._checker.check(this.getValue());
+    } catch {
+      // The server's answer is a hint; without it the form's own check decides.
+      diagnostics = [];
+    }
+    if (request === this._asked && !this.isDisposed) {
+      this._show(diagnostics);
+    }
+    return !diagnostics.some(d => d.severity === 'error');
+  }
+
+  /** A message line under the row holding `keys`' inputs. */
+  private _messageFor(...keys: FieldKey[]): HTMLElement {
+    const node = document.createElement('div');
+    node.className = 'kiln-TagEditor-fieldMessage';
+    node.dataset.field = keys[0];
+    for (const key of keys) {
+      this._messages.set(key, node);
+    }
+    return node;
+  }
+
+  private _inputOf(key: FieldKey): HTMLInputElement | HTMLTextAreaElement | null {
+    const inputs: { [key: string]: HTMLInputElement | HTMLTextAreaElement } = {
+      name: this._name,
+      after: this._after,
+      cpu: this._cpu,
+      memory: this._memory,
+      gpu: this._gpu,
+      retries: this._retries,
+      timeout: this._timeout,
+      cache: this._cache,
+      checks: this._checks,
+      drift: this._drift
+    };
+    return inputs[key] ?? null;
+  }
+
+  /** The textarea lines (1-based) a check tag comes from: where to look in a long list. */
+  private _checkLines(tag: string): number[] {
+    const lines: number[] = [];
+    this._checks.value.split('\n').forEach((line, i) => {
+      if (line.split(';').some(item => item.trim() && checkTag(item) === tag)) {
+        lines.push(i + 1);
+      }
+    });
+    return lines;
+  }
+
+  /**
+   * Put each message under the field it is about (the general ones, and the form's own
+   * `problem`, in the summary); mark fields with an error invalid (setCustomValidity: a
+   * JupyterLab dialog then refuses its accept button by itself) and count the errors.
+   */
+  private _show(diagnostics: IDiagnostic[], problem: string | null = null): void {
+    for (const node of new Set(this._messages.values())) {
+      node.replaceChildren();
+    }
+    this._summary.replaceChildren();
+    const invalid = new Map<FieldKey, string>();
+    let errors = problem ? 1 : 0;
+    let fieldErrors = 0;
+    if (problem) {
+      invalid.set('name', problem);
+      this._messages.get('name')!.append(this._line('error', problem));
+      fieldErrors++;
+    }
+    const located = diagnostics.map(d => ({ d, text: d.message, line: 0 }));
+    for (const item of located) {
+      if (fieldOf(item.d) === 'checks') {
+        const tag = /'((?:check|warn):[^']*)'/i.exec(item.d.message)?.[1];
+        const lines = tag ? this._checkLines(tag) : [];
+        if (lines.length) {
+          item.text = `line ${lines.join(', ')}: ${item.text}`;
+          item.line = lines[0];
+        }
+      }
+    }
+    located.sort((a, b) => a.line - b.line); // the Checks box's messages in its lines' order
+    for (const { d, text } of located) {
+      let key = fieldOf(d);
+      const node = key === 'general' ? null : this._messages.get(key)!;
+      if (!node || node.closest('.kiln-mod-hidden')) {
+        key = 'general'; // its field is not shown for this role: say it where it is seen
+      }
+      const line = this._line(d.severity === 'error' ? 'error' : 'warning', text);
+      if (key === 'general') {
+        this._summary.append(line);
+      } else {
+        node!.append(line);
+      }
+      if (d.severity === 'error') {
+        errors++;
+        if (key !== 'general') {
+          fieldErrors++;
+          invalid.set(key, [invalid.get(key), d.message].filter(Boolean).join('\n'));
+        }
+      }
+    }
+    for (const key of FIELD_KEYS) {
+      const input = this._inputOf(key);
+      const message = invalid.get(key) ?? '';
+      input?.setCustomValidity(message);
+      input?.classList.toggle('kiln-mod-invalid', message !== '');
+      if (message) {
+        input?.setAttribute('aria-invalid', 'true');
+      } else {
+        input?.removeAttribute('aria-invalid');
+      }
+    }
+    if (FOLDED.some(key => invalid.has(key))) {
+      this._options.open = true; // an error inside the folded options is never out of sight
+    }
+    if (fieldErrors) {
+      this._summary.append(
+        this._line(
+          'error',
+          fieldErrors === 1
+            ? 'Cannot apply: fix the field marked in red.'
+            : `Cannot apply: fix the ${fieldErrors} errors marked in red.`
+        )
+      );
+    }
+    const changed = (errors === 0) !== (this._errors === 0);
+    this._errors = errors;
+    this._echoValidity();
+    if (changed) {
+      this._verdictChanged.emit(errors === 0);
+    }
+  }
+
+  private _line(severity: 'error' | 'warning', text: string): HTMLElement {
+    const node = document.createElement('div');
+    node.className = severity === 'error' ? 'kiln-mod-error' : 'kiln-mod-warning';
+    node.textContent = severity === 'error' ? text : `warning: ${text}`;
+    return node;
+  }
+
+  /**
+   * A JupyterLab dialog re-reads its fields' validity on `input` events only; after a verdict
+   * that came back from the server, one synthetic event tells it (ignored by this editor).
+   */
+  private _echoValidity(): void {
+    if (!this.isAttached) {
+      return;
+    }
+    this._echoing = true;
+    try {
+      this._checks.dispatchEvent(new Event('input', { bubbles: true }));
+    } finally {
+      this._echoing = false;
+    }
   }
 
   /** The form's current values. */
@@ -223,7 +569,32 @@ export class TagEditor extends Widget {
   private _checks: HTMLTextAreaElement;
   private _taskFields: HTMLDivElement;
   private _metricsFields: HTMLDivElement;
+  private _options: HTMLDetailsElement;
+  private _summary: HTMLDivElement;
+  private _messages = new Map<FieldKey, HTMLElement>();
+  private _checker: ITagChecker | null;
+  private _verdictChanged = new Signal<this, boolean>(this);
+  private _errors = 0;
+  private _asked = 0;
+  private _timer = 0;
+  private _echoing = false;
+  private _touched = false;
 }
+
+/** The fields inside the folded options. */
+const FOLDED: FieldKey[] = ['after', 'cpu', 'memory', 'gpu', 'retries', 'timeout', 'cache', 'drift'];
+const FIELD_KEYS: FieldKey[] = [
+  'name',
+  'after',
+  'cpu',
+  'memory',
+  'gpu',
+  'retries',
+  'timeout',
+  'cache',
+  'checks',
+  'drift'
+];
 
 /** Write a form's tags into a cell's metadata (other tags are kept), as one undoable step (undo.ts). */
 export function writeCellTags(cell: Cell, form: ICellTagForm): void {

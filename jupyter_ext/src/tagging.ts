@@ -7,8 +7,8 @@ import { Widget } from '@lumino/widgets';
 
 import { CommandIDs } from './commands';
 import { kilnIcon } from './icons';
-import { TagEditor, cellTags, writeCellTags, writeTags } from './tageditor';
-import { firstHeading, readTagForm, slugify } from './tags';
+import { TagEditor, cellTags, tagChecker, writeCellTags, writeTags } from './tageditor';
+import { applyTagForm, firstHeading, readTagForm, slugify } from './tags';
 import { IKilnPipelines } from './tokens';
 import { canRedoTagEdit, canUndoTagEdit, tagTransaction, watchCell } from './undo';
 
@@ -108,12 +108,13 @@ export const taggingPlugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const model = pipelines.modelFor(panel);
-        const editor = new TagEditor(
-          cellTags(cell),
-          model.tasks.map(t => t.name)
-        );
+        const names = model.tasks.map(t => t.name);
+        const checker = tagChecker(model, cell);
+        let editor = new TagEditor(cellTags(cell), names, checker);
         const index = panel.content.widgets.indexOf(cell);
         for (;;) {
+          // The editor marks a field the compiler rejects invalid (setCustomValidity): the
+          // dialog itself then disables Apply and ignores Enter until the field is fixed.
           const result = await showDialog({
             title: `Pipeline tags of cell ${index}`,
             body: editor,
@@ -123,16 +124,15 @@ export const taggingPlugin: JupyterFrontEndPlugin<void> = {
           if (!result.button.accept) {
             return;
           }
-          const problem = editor.validate();
-          if (!problem) {
-            writeCellTags(cell, editor.getValue());
+          // Accepted before the compiler answered (a click right after typing): ask it now.
+          const form = editor.getValue();
+          if (await editor.settle()) {
+            writeCellTags(cell, form);
             return;
           }
-          await showDialog({
-            title: 'Cannot apply these tags',
-            body: problem,
-            buttons: [Dialog.okButton()]
-          });
+          // Open it again on what was typed, with the compiler's messages under the fields.
+          editor = new TagEditor(applyTagForm(cellTags(cell), form), names, checker);
+          void editor.settle();
         }
       }
     });

@@ -21,7 +21,8 @@ from compiler.compile.api import compile_notebook
 from tests.nbutil import make_notebook
 
 from .conftest import Lab
-from .test_lab_pipeline import PANEL, _dismiss_toasts, open_notebook, open_panel, select_cell
+from .test_lab_pipeline import PANEL, _dismiss_toasts, cell, open_notebook, open_panel, select_cell
+from .test_lab_state import model_tags
 
 pytestmark = pytest.mark.timeout(300)
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
@@ -86,13 +87,9 @@ def test_metrics_section_after_three_runs(
     print(f"screenshots: {shot}, {folder / '09-metrics-cell-badge.png'}")
 
 
-def test_tag_editor_marks_the_metrics_cell_and_checks_its_tags_as_you_type(
-    lab: Lab, page: Any, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """A user makes cell 7 the metrics cell and adds checks from the Pipeline panel's tag
-    editor, then a drift limit on the load task: the compiler's messages appear as they type,
-    an error blocks Apply, and the tags written are the ones `kiln run` reads."""
-    notebook = lab.root / "wine_untagged_metrics.ipynb"
+def _untagged_wine(lab: Lab, name: str) -> Path:
+    """The monitored wine notebook with its metrics cell (7) untagged and no drift limit."""
+    notebook = lab.root / name
     nb = nbformat.read(NOTEBOOKS / "monitored_wine.ipynb", as_version=4)
     for c in nb.cells:
         if c.get("id") == "c7":
@@ -100,6 +97,40 @@ def test_tag_editor_marks_the_metrics_cell_and_checks_its_tags_as_you_type(
         if c.get("id") == "c3":
             c.metadata["tags"] = ["task:load"]  # no drift: limit yet
     nbformat.write(nb, notebook)
+    return notebook
+
+
+def _field_message(scope: str, field: str) -> str:
+    return f"{scope} .kiln-TagEditor-fieldMessage[data-field={field}]"
+
+
+def _is_invalid(page: Any, selector: str) -> bool:
+    """The field's constraint-validation state (what a JupyterLab dialog reads to refuse OK)."""
+    return bool(page.locator(selector).evaluate("e => !e.validity.valid"))
+
+
+def _wait_enabled(page: Any, selector: str) -> None:
+    page.wait_for_function(f"!document.querySelector({selector!r}).disabled", timeout=10_000)
+
+
+# Mistakes a user makes typing a check, and the compiler's words shown for each.
+CHECK_MISTAKES = [
+    ("accuracy=>0.8", "expected METRIC OP VALUE with OP one of < <= > >= =="),
+    ("accuracy>=", "is neither a number nor baseline±NUMBER"),
+    ("accuracy>=baseline+x", "'baseline+x' is neither a number nor baseline±NUMBER"),
+    ("warn:f1 != 0.7", "expected METRIC OP VALUE"),
+]
+
+
+def test_tag_editor_checks_metrics_fields_as_you_type(
+    lab: Lab, page: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A user makes cell 7 the metrics cell and types checks in the Pipeline panel's tag
+    editor, then a drift limit on the load task: each mistake shows the compiler's message
+    under the field, naming the line of the Checks box, and Apply stays off until it is fixed
+    (also when Apply is clicked before the message had time to come back); a check on a metric
+    the cell does not read is a warning; valid input shows nothing."""
+    notebook = _untagged_wine(lab, "wine_metrics_typing.ipynb")
     open_notebook(page, lab, notebook.name)
     open_panel(page)
 
@@ -109,44 +140,79 @@ def test_tag_editor_marks_the_metrics_cell_and_checks_its_tags_as_you_type(
     editor = page.locator(f"{PANEL} .kiln-TagEditor")
     assert editor.locator("textarea[name=checks]").is_hidden()
     editor.locator("select[name=role]").select_option("metrics")
-    checks = editor.locator("textarea[name=checks]")
-    checks.fill("accuracy>=0.5\nwarn:scores.logreg.f1>=baseline-0.05\naccuracy>>0.8")
-    message = f"{PANEL} .kiln-TagEditor-message"
-    page.wait_for_selector(f"{message}:has-text(\"bad tag 'check:accuracy>>0.8'\")")
-    assert "neither a number" in page.locator(message).inner_text()
-    assert page.locator(f"{PANEL} .kiln-Panel-apply").is_disabled()
-    # A check on a metric nothing produces is the compiler's warning: shown, Apply allowed.
-    checks.fill("accuracy>=0.5\nwarn:scores.logreg.f1>=baseline-0.05\nprecision>=0.9")
-    page.wait_for_selector(f"{message}:has-text('warning:')")
-    assert "'precision', which the metrics cell does not read" in page.locator(message).inner_text()
-    page.wait_for_function(
-        f"!document.querySelector('{PANEL} .kiln-Panel-apply').disabled", timeout=10_000
-    )
+    checks_box = f"{PANEL} textarea[name=checks]"
+    checks = page.locator(checks_box)
+    messages = _field_message(PANEL, "checks")
+    summary = f"{PANEL} .kiln-TagEditor-message"
+    apply = f"{PANEL} .kiln-Panel-apply"
+
+    valid = "accuracy>=0.5\nwarn:scores.logreg.f1>=baseline-0.05"
+    checks.fill(valid)
+    _wait_enabled(page, apply)
+    assert page.locator(messages).inner_text() == ""
+    assert not _is_invalid(page, checks_box)
+
+    for mistake, words in CHECK_MISTAKES:
+        checks.fill(f"accuracy>=0.5\n{mistake}")
+        tag = mistake.replace(" ", "")
+        tag = tag if tag.startswith("warn:") else f"check:{tag}"
+        page.wait_for_selector(f'{messages}:has-text("line 2: bad tag {tag!r}")')
+        assert words in page.locator(messages).inner_text(), mistake
+        assert page.locator(apply).is_disabled(), mistake
+        assert _is_invalid(page, checks_box), mistake
+        assert "Cannot apply" in page.locator(summary).inner_text()
+
+    # A check on a metric the metrics cell does not read: the compiler's warning, Apply allowed;
+    # with an error on another line the screenshot shows both.
+    checks.fill("accuracy>=0.5\nprecision>=0.9\naccuracy>=baseline+x")
+    page.wait_for_selector(f"{messages}:has-text('line 3: bad tag')")
+    warning = page.locator(f"{messages} .kiln-mod-warning").inner_text()
+    assert warning.startswith("warning: line 2: 'check:precision>=0.9' checks 'precision'")
+    assert "which the metrics cell does not read" in warning
     _dismiss_toasts(page)
     folder = Path(os.environ.get("KILN_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
     folder.mkdir(parents=True, exist_ok=True)
     shot = folder / "21-tag-editor-metrics-checks.png"
-    page.screenshot(path=str(shot))
+    page.locator(f"{PANEL} .kiln-Panel-cell").screenshot(path=str(shot))
     print(f"screenshot: {shot}")
-    checks.fill("accuracy>=0.5\nwarn:scores.logreg.f1>=baseline-0.05")
+    checks.fill("accuracy>=0.5\nprecision>=0.9")
+    page.wait_for_selector(f"{messages}:not(:has(.kiln-mod-error))")
+    _wait_enabled(page, apply)
+    assert not _is_invalid(page, checks_box)
+    assert page.locator(summary).inner_text() == ""
+
+    # Apply clicked at once after typing a mistake: the compiler is asked first, nothing written.
+    checks.fill("accuracy>=0.5\naccuracy>>0.8")
+    page.locator(apply).click()
+    page.wait_for_selector(f"{messages}:has-text(\"bad tag 'check:accuracy>>0.8'\")")
+    assert model_tags(page, notebook.name)[7] == []
+    assert page.locator(apply).is_disabled()
+
+    checks.fill(valid)
     page.wait_for_function(
-        f"document.querySelector('{message}').textContent === ''", timeout=10_000
+        f"document.querySelector({summary!r}).textContent === ''", timeout=10_000
     )
-    page.locator(f"{PANEL} .kiln-Panel-apply").click()
+    _wait_enabled(page, apply)
+    page.locator(apply).click()
     page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('check:accuracy>=0.5')")
 
-    # The load task watches its DataFrame with a stricter drift limit.
+    # The load task's drift limit: an input the task does not have, a limit out of range.
     select_cell(page, 3)
     page.wait_for_selector(f"{PANEL} .kiln-Panel-cell h3:has-text('Cell 3')")
     editor.locator(".kiln-TagEditor-options > summary").click()
-    editor.locator("input[name=drift]").fill("nothing<0.2")
-    page.wait_for_selector(f"{message}:has-text('inputs it can watch: raw, data/wine.csv')")
-    assert page.locator(f"{PANEL} .kiln-Panel-apply").is_disabled()
-    editor.locator("input[name=drift]").fill("raw < 0.3")
-    page.wait_for_function(
-        f"!document.querySelector('{PANEL} .kiln-Panel-apply').disabled", timeout=10_000
-    )
-    page.locator(f"{PANEL} .kiln-Panel-apply").click()
+    drift_box = f"{PANEL} input[name=drift]"
+    drift = _field_message(PANEL, "drift")
+    page.locator(drift_box).fill("nothing<0.2")
+    page.wait_for_selector(f"{drift}:has-text('inputs it can watch: raw, data/wine.csv')")
+    assert "task 'load' neither binds 'nothing'" in page.locator(drift).inner_text()
+    assert page.locator(apply).is_disabled() and _is_invalid(page, drift_box)
+    page.locator(drift_box).fill("raw<1.5")
+    page.wait_for_selector(f"{drift}:has-text('drift score limit 1.5 must be in (0, 1]')")
+    assert page.locator(apply).is_disabled()
+    page.locator(drift_box).fill("raw < 0.3")
+    _wait_enabled(page, apply)
+    assert page.locator(drift).inner_text() == "" and not _is_invalid(page, drift_box)
+    page.locator(apply).click()
     page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('drift:raw<0.3')")
     page.keyboard.press("Control+s")
     for _ in range(50):  # the save lands on disk
@@ -164,6 +230,67 @@ def test_tag_editor_marks_the_metrics_cell_and_checks_its_tags_as_you_type(
         ("warn", "scores.logreg.f1", -0.05),
     ]
     assert spec["drift"][0]["key"] == "load.raw" and spec["drift"][0]["threshold"] == 0.3
+
+
+def test_cell_toolbar_tag_dialog_refuses_a_bad_check(
+    lab: Lab, page: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same editor in the cell toolbar's dialog: a bad check shows the compiler's message
+    under Checks, the dialog's Apply is off and Enter does not close it; Apply clicked before the
+    message came back opens the dialog again on what was typed; a valid check is written."""
+    notebook = _untagged_wine(lab, "wine_metrics_dialog.ipynb")
+    open_notebook(page, lab, notebook.name)
+    open_panel(page)
+    page.wait_for_selector(f"{PANEL} .kiln-Dag-node")
+    dialog = ".jp-Dialog"
+    accept = f"{dialog} .jp-Dialog-button.jp-mod-accept"
+    messages = _field_message(dialog, "checks")
+
+    def open_dialog() -> None:
+        select_cell(page, 7)
+        cell(page, 7).hover()
+        cell(page, 7).locator("[data-command='kiln:edit-cell-tags']").click()
+        page.wait_for_selector(f"{dialog} .kiln-TagEditor")
+
+    open_dialog()
+    page.locator(f"{dialog} select[name=role]").select_option("metrics")
+    page.locator(f"{dialog} textarea[name=checks]").fill("accuracy>=0.8\naccuracy>=baseline+x")
+    page.wait_for_selector(f"{messages}:has-text(\"line 2: bad tag 'check:accuracy>=baseline+x'\")")
+    assert page.locator(accept).is_disabled()
+    page.locator(f"{dialog} select[name=role]").focus()
+    page.keyboard.press("Enter")  # the dialog's default button: refused while a field is invalid
+    assert page.locator(dialog).is_visible()
+    _dismiss_toasts(page)
+    folder = Path(os.environ.get("KILN_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "22-tag-dialog-bad-check.png"
+    page.locator(f"{dialog} .jp-Dialog-content").screenshot(path=str(shot))
+    print(f"screenshot: {shot}")
+    page.locator(f"{dialog} .jp-Dialog-button:not(.jp-mod-accept)").click()
+    page.wait_for_selector(dialog, state="detached")
+    assert model_tags(page, notebook.name)[7] == []
+
+    # Apply at once after typing the mistake: the dialog comes back with the message.
+    open_dialog()
+    page.locator(f"{dialog} select[name=role]").select_option("metrics")
+    page.locator(f"{dialog} textarea[name=checks]").fill("accuracy>=")
+    page.locator(accept).click()
+    page.wait_for_selector(f"{messages}:has-text(\"bad tag 'check:accuracy>='\")")
+    assert page.locator(f"{dialog} textarea[name=checks]").input_value() == "check:accuracy>="
+    assert model_tags(page, notebook.name)[7] == []
+    page.locator(f"{dialog} textarea[name=checks]").fill("accuracy >= 0.8")
+    _wait_enabled(page, accept)
+    assert page.locator(messages).inner_text() == ""
+    page.locator(accept).click()
+    page.wait_for_selector(dialog, state="detached")
+    page.wait_for_function(
+        "name => { for (const w of window.jupyterapp.shell.widgets('main')) {"
+        " if (w.context && w.context.path === name) {"
+        " return (w.content.widgets[7].model.getMetadata('tags') ?? []).length === 2; } }"
+        " return false; }",
+        arg=notebook.name,
+    )
+    assert model_tags(page, notebook.name)[7] == ["metrics", "check:accuracy>=0.8"]
 
 
 def test_tag_editor_keeps_kales_pipeline_metrics_tag_when_adding_a_check(

@@ -358,10 +358,12 @@ def test_tag_form_checks_as_you_type_and_keeps_other_tags(lab: Lab, page: Any) -
     page.wait_for_selector(f"{PANEL} .kiln-TagEditor-note:has-text('keeps the lineage')")
     assert "logistic_regression" in note.inner_text()
     editor.locator("input[name=retries]").fill("three")
-    message = page.locator(f"{PANEL} .kiln-TagEditor-message")
-    page.wait_for_selector(f"{PANEL} .kiln-TagEditor-message:has-text('retries must be a number')")
-    assert "invalid literal" not in message.inner_text()
+    # The compiler's message, under the Retries field (retries, timeout and cache share a row).
+    field = f"{PANEL} .kiln-TagEditor-fieldMessage[data-field=retries]"
+    page.wait_for_selector(f"{field}:has-text('retries must be a number')")
+    assert "invalid literal" not in page.locator(field).inner_text()
     assert page.locator(f"{PANEL} .kiln-Panel-apply").is_disabled()
+    assert editor.locator("input[name=retries]").evaluate("e => !e.validity.valid")
     editor.locator("input[name=retries]").fill("2")
     page.wait_for_function(
         f"!document.querySelector('{PANEL} .kiln-Panel-apply').disabled", timeout=10_000
