@@ -338,8 +338,21 @@ export class MetricsSection {
     }
     const failed = latest.verdicts.filter(v => !v.passed);
     if (failed.length) {
-      const text = el('span', 'kiln-MetricsBadge-verdicts', failed.map(v => (v.kind === 'drift' ? `drift: ${v.subject}` : `${v.kind} failed: ${v.tag ?? v.subject}`)).join(' · '));
-      text.title = failed.map(v => v.message ?? '').join('\n');
+      // A failed check failed the run (red); a failed warn or a drifted input only flagged it
+      // (orange), as in the panel's verdict list.
+      const text = el('span', 'kiln-MetricsBadge-verdicts');
+      failed.forEach((v, i) => {
+        if (i > 0) {
+          text.append(' · ');
+        }
+        const words =
+          v.kind === 'drift'
+            ? `drift: ${v.subject}${v.drifted_columns.length ? ` (${v.drifted_columns.join(', ')})` : ''}`
+            : `${v.kind} failed: ${v.tag ?? v.subject}`;
+        const item = el('span', `kiln-MetricsBadge-verdict kiln-mod-${v.kind === 'check' ? 'failed' : 'flagged'}`, words);
+        item.title = v.message ?? '';
+        text.append(item);
+      });
       node.append(text);
     } else if (latest.verdicts.length) {
       node.append(el('span', 'kiln-MetricsBadge-verdicts kiln-mod-passed', `${latest.verdicts.length} checks passed`));

@@ -8,12 +8,16 @@ The screenshot goes to $KILN_SCREENSHOT_DIR, else a temporary folder (never the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import pandas as pd
 import pytest
 
 from compiler.cli.main import main
@@ -40,9 +44,13 @@ def test_metrics_section_after_three_runs(
     shutil.copy(NOTEBOOKS / "monitored_wine.ipynb", notebook)
     (lab.root / "data").mkdir(exist_ok=True)
     shutil.copy(NOTEBOOKS / "data" / "wine.csv", lab.root / "data" / "wine.csv")
-    codes = [
-        main(["run", str(notebook), "--scheduler", dask_scheduler_address, *args]) for args in RUNS
-    ]
+    codes = []
+    for i, args in enumerate(RUNS):
+        if i == 2:  # last night's file came with alcohol in other units: the input drifted
+            frame = pd.read_csv(lab.root / "data" / "wine.csv")
+            frame["alcohol"] = frame["alcohol"] + 1.5
+            frame.to_csv(lab.root / "data" / "wine.csv", index=False)
+        codes.append(main(["run", str(notebook), "--scheduler", dask_scheduler_address, *args]))
     assert codes == [0, 0, 1]
 
     open_notebook(page, lab, "monitored_wine.ipynb")
@@ -51,6 +59,8 @@ def test_metrics_section_after_three_runs(
     page.wait_for_selector(f"{PANEL} .kiln-MetricChart[data-metric='accuracy'] canvas")
     charts = section.locator(".kiln-MetricChart").evaluate_all("c => c.map(n => n.dataset.metric)")
     assert {"accuracy", "scores.logreg.f1", "train_rows"} <= set(charts)
+    # The charts come in the library's order of the metrics (the server's list), not re-sorted.
+    assert charts == _metrics_api(lab, notebook.name)["metrics"]
     # Chart.js drew on each canvas (a blank canvas has no non-transparent pixel).
     drawn = section.locator(".kiln-MetricChart[data-metric='accuracy'] canvas").evaluate(
         "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4"
@@ -69,12 +79,24 @@ def test_metrics_section_after_three_runs(
     assert section.locator(".kiln-Verdict.kiln-mod-flagged").count() >= 1  # the f1 warn
     baseline = section.locator(".kiln-Metrics-baseline").inner_text()
     assert "last succeeded run" in baseline
+    # The shifted file and the DataFrame read from it: flagged, naming the column.
+    drifted = section.locator(".kiln-Verdict.kiln-mod-flagged[data-kind=drift]").all_inner_texts()
+    assert any("input data/wine.csv drifted: alcohol" in v for v in drifted), drifted
+    assert any("input load.raw drifted: alcohol" in v for v in drifted), drifted
 
     # The metrics cell's badge: the latest values and what failed.
     badge = page.locator(".jp-Notebook .jp-Cell .kiln-MetricsBadge")
     page.wait_for_selector(".jp-Notebook .jp-Cell .kiln-MetricsBadge .kiln-MetricsBadge-value")
     text = badge.inner_text()
     assert "accuracy 0.3889" in text and "check failed: check:accuracy>=0.5" in text, text
+    # A failed check is a failure (red), a failed warn or a drift a flag (orange).
+    assert (
+        "check failed"
+        in badge.locator(".kiln-MetricsBadge-verdict.kiln-mod-failed").first.inner_text()
+    )
+    flags = badge.locator(".kiln-MetricsBadge-verdict.kiln-mod-flagged").all_inner_texts()
+    assert "warn failed: warn:scores.logreg.f1>=0.8" in flags, flags
+    assert "drift: data/wine.csv (alcohol)" in flags, flags
 
     _dismiss_toasts(page)
     section.scroll_into_view_if_needed()
@@ -85,6 +107,13 @@ def test_metrics_section_after_three_runs(
     badge.scroll_into_view_if_needed()
     page.screenshot(path=str(folder / "09-metrics-cell-badge.png"))
     print(f"screenshots: {shot}, {folder / '09-metrics-cell-badge.png'}")
+
+
+def _metrics_api(lab: Lab, name: str) -> dict[str, Any]:
+    """GET /kiln/metrics, the server's answer the Metrics section draws."""
+    query = urllib.parse.urlencode({"path": name, "token": lab.token})
+    with urllib.request.urlopen(f"{lab.url}kiln/metrics?{query}", timeout=30) as response:
+        return dict(json.loads(response.read()))
 
 
 def _untagged_wine(lab: Lab, name: str) -> Path:
