@@ -107,6 +107,7 @@ export class ProductionSection {
       this._edited = false;
       this._answer = null;
       this._error = '';
+      this._loaded = false;
       if (model) {
         void this._load(model);
       }
@@ -116,12 +117,15 @@ export class ProductionSection {
 
   private async _load(model: PipelineModel): Promise<void> {
     try {
+      // The owner is the open document's metadata: read once the document has loaded.
+      await model.panel.context.ready;
       this._answer = await requestKiln<IAlertsAnswer>(`alerts?path=${encodeURIComponent(model.path)}`);
       this._error = '';
     } catch (error) {
       this._error = (error as Error).message;
     }
     if (model === this._model) {
+      this._loaded = true;
       this._render();
     }
   }
@@ -156,6 +160,11 @@ export class ProductionSection {
       return;
     }
     section.append(el('h3', 'kiln-Panel-heading', 'Production'));
+    if (!this._loaded) {
+      // Not "No owner" before anything is known: that reads as a fact about the pipeline.
+      section.append(el('div', 'kiln-Panel-empty kiln-Production-loading', 'Loading owner and alert routes…'));
+      return;
+    }
     const { owner, team } = this._metadata();
     const form = el('div', 'kiln-Owner');
     // The same inputs across renders: the routes arriving from the server re-render the
@@ -262,4 +271,5 @@ export class ProductionSection {
   private _model: PipelineModel | null = null;
   private _answer: IAlertsAnswer | null = null;
   private _error = '';
+  private _loaded = false;
 }

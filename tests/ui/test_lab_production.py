@@ -32,6 +32,24 @@ CELLS = [
     ("print('spins', spins)", ["task:report"]),
 ]
 
+# Records which of these classes were ever put into the page (a MutationObserver sees a node
+# that is added and replaced before any test code could look).
+SEEN = """
+window.kilnSeen = {'kiln-Production-loading': false, 'kiln-Owner-missing': false};
+new MutationObserver(records => {
+  for (const record of records) {
+    for (const node of record.addedNodes) {
+      if (!(node instanceof Element)) continue;
+      for (const name of Object.keys(window.kilnSeen)) {
+        if (node.classList.contains(name) || node.querySelector('.' + name)) {
+          window.kilnSeen[name] = true;
+        }
+      }
+    }
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
 
 def test_owner_routes_cost_and_a_promoted_schedule_in_the_panel(
     lab: Lab, page: Any, screenshots: Path
@@ -113,3 +131,15 @@ def test_owner_routes_cost_and_a_promoted_schedule_in_the_panel(
     _dismiss_toasts(page)
     show(page, f"{PANEL} .kiln-Schedules")
     page.screenshot(path=str(screenshots / "20-promoted-schedule.png"))
+
+    # Opened again, the notebook (its file names the owner) shows a loading line until the
+    # section's data is in, never "No owner" for a moment.
+    page.add_init_script(SEEN)
+    open_notebook(page, lab, "costly.ipynb")
+    open_panel(page)
+    page.wait_for_function(
+        f"document.querySelector('{PANEL} .kiln-Owner-name')?.value === 'Ana Lima'",
+        timeout=30_000,
+    )
+    seen = page.evaluate("window.kilnSeen")
+    assert seen["kiln-Production-loading"] and not seen["kiln-Owner-missing"], seen
