@@ -339,12 +339,14 @@ export class PipelinePanel extends Widget {
     });
     const submit = async () => {
       apply.disabled = true; // until the compiler has seen what is about to be written
+      const form = editor.getValue(); // what settle() asks about, whatever is typed meanwhile
       const ok = await editor.settle();
-      if (!editor.isDisposed) {
-        apply.disabled = !ok;
+      if (editor.isDisposed) {
+        return; // another cell was selected meanwhile
       }
-      if (ok && !editor.isDisposed) {
-        writeCellTags(cell as Cell, editor.getValue());
+      apply.disabled = !ok;
+      if (ok) {
+        writeCellTags(cell as Cell, form);
       }
     };
     apply.addEventListener('click', () => void submit());

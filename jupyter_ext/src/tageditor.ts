@@ -42,7 +42,6 @@ type FieldKey =
 const FIELD_OF_CODE: { [code: string]: FieldKey } = {
   'bad-tag': 'general',
   'duplicate-task': 'name',
-  'before-first-task': 'general',
   'unknown-after': 'after',
   cycle: 'after',
   'misplaced-check': 'checks',
@@ -104,6 +103,7 @@ export function tagChecker(model: PipelineModel, cell: Cell): ITagChecker {
     const named = new RegExp(`\\bcell ${position}\\b`);
     return diagnostics.filter(
       d =>
+        d.severity !== 'info' &&
         d.code in FIELD_OF_CODE &&
         (d.cell_index === position || (CROSS_CELL.has(d.code) && named.test(d.message)))
     );
@@ -404,8 +404,8 @@ export class TagEditor extends Widget {
   }
 
   /**
-   * Put each message under the field it is about (the general ones, and the form's own
-   * `problem`, in the summary); mark fields with an error invalid (setCustomValidity: a
+   * Put each message under the field it is about (the form's own `problem`, a task without a
+   * name, under Task name; the general ones in the summary); mark fields with an error invalid (setCustomValidity: a
    * JupyterLab dialog then refuses its accept button by itself) and count the errors.
    */
   private _show(diagnostics: IDiagnostic[], problem: string | null = null): void {
