@@ -269,12 +269,16 @@ export class MetricsSection {
         tension: 0.2
       }
     ];
-    // Absolute thresholds of the latest run's checks on this metric, as dashed lines.
+    // The thresholds of the latest run's checks on this metric, as dashed lines, each point the
+    // threshold that run was judged by: a relative check's moves with its baseline, and a run
+    // made before the check existed has no point.
     for (const v of latest.verdicts) {
       if (v.kind !== 'drift' && v.subject === name && v.threshold !== null) {
+        const same = (w: IVerdict) => w.kind === v.kind && w.subject === name && w.tag === v.tag;
         datasets.push({
           label: v.tag ?? `${v.kind} ${name}`,
-          data: runs.map(() => v.threshold),
+          data: runs.map(r => r.verdicts.find(same)?.threshold ?? null),
+          spanGaps: true,
           borderColor: v.kind === 'check' ? '#c62828' : '#ef6c00',
           borderDash: [4, 4],
           borderWidth: 1,

@@ -104,6 +104,9 @@ def test_metrics_section_after_three_runs(
     folder.mkdir(parents=True, exist_ok=True)
     shot = folder / "08-metrics.png"
     page.screenshot(path=str(shot))
+    chart = section.locator(".kiln-MetricChart[data-metric='accuracy']")
+    chart.scroll_into_view_if_needed()
+    chart.screenshot(path=str(folder / "08-metrics-accuracy-chart.png"))
     badge.scroll_into_view_if_needed()
     page.screenshot(path=str(folder / "09-metrics-cell-badge.png"))
     print(f"screenshots: {shot}, {folder / '09-metrics-cell-badge.png'}")
