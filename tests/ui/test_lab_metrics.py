@@ -59,8 +59,17 @@ def test_metrics_section_after_three_runs(
     page.wait_for_selector(f"{PANEL} .kiln-MetricChart[data-metric='accuracy'] canvas")
     charts = section.locator(".kiln-MetricChart").evaluate_all("c => c.map(n => n.dataset.metric)")
     assert {"accuracy", "scores.logreg.f1", "train_rows"} <= set(charts)
-    # The charts come in the library's order of the metrics (the server's list), not re-sorted.
+    # The charts come in the library's order of the metrics (the server's list), not re-sorted:
+    # the metrics cell's names first, as it reads them, then kiln.log_metric's as first logged.
     assert charts == _metrics_api(lab, notebook.name)["metrics"]
+    assert charts == [
+        "accuracy",
+        "scores.logreg.f1",
+        "recall.class_0",
+        "recall.class_1",
+        "recall.class_2",
+        "train_rows",
+    ]
     # Chart.js drew on each canvas (a blank canvas has no non-transparent pixel).
     drawn = section.locator(".kiln-MetricChart[data-metric='accuracy'] canvas").evaluate(
         "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4"
@@ -88,6 +97,8 @@ def test_metrics_section_after_three_runs(
     badge = page.locator(".jp-Notebook .jp-Cell .kiln-MetricsBadge")
     page.wait_for_selector(".jp-Notebook .jp-Cell .kiln-MetricsBadge .kiln-MetricsBadge-value")
     text = badge.inner_text()
+    values = badge.locator(".kiln-MetricsBadge-value").all_inner_texts()
+    assert values[:2] == ["accuracy 0.3889", "scores.logreg.f1 0.1867"], values
     assert "accuracy 0.3889" in text and "check failed: check:accuracy>=0.5" in text, text
     # A failed check is a failure (red), a failed warn or a drift a flag (orange).
     assert (
