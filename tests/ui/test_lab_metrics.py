@@ -275,6 +275,41 @@ def test_tag_editor_checks_metrics_fields_as_you_type(
     assert spec["drift"][0]["key"] == "load.raw" and spec["drift"][0]["threshold"] == 0.3
 
 
+def test_tag_editor_shows_a_bad_check_written_by_hand_when_the_cell_is_selected(
+    lab: Lab, page: Any
+) -> None:
+    """Tags typed into the notebook file by hand (or by another tool): selecting the metrics
+    cell shows the compiler's message under Checks at once, and Apply is off until it is fixed."""
+    notebook = lab.root / "wine_hand_tags.ipynb"
+    nb = nbformat.read(NOTEBOOKS / "monitored_wine.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.get("id") == "c7":
+            c.metadata["tags"] = ["metrics", "check:accuracy>=0.5", "warn:f1>=baseline+x"]
+    nbformat.write(nb, notebook)
+    open_notebook(page, lab, notebook.name)
+    open_panel(page)
+    page.wait_for_selector(f"{PANEL} .kiln-Diagnostic")  # the notebook's compile is in
+    select_cell(page, 7)
+    messages = _field_message(PANEL, "checks")
+    page.wait_for_selector(f"{messages}:has-text(\"line 2: bad tag 'warn:f1>=baseline+x'\")")
+    assert page.locator(f"{PANEL} textarea[name=checks]").input_value() == (
+        "check:accuracy>=0.5\nwarn:f1>=baseline+x"
+    )
+    assert page.locator(f"{PANEL} .kiln-Panel-apply").is_disabled()
+    page.locator(f"{PANEL} textarea[name=checks]").fill(
+        "accuracy>=0.5\nwarn:accuracy>=baseline-0.1"
+    )
+    _wait_enabled(page, f"{PANEL} .kiln-Panel-apply")
+    assert page.locator(messages).inner_text() == ""
+    page.locator(f"{PANEL} .kiln-Panel-apply").click()
+    page.wait_for_selector(f"{PANEL} .kiln-Panel-tags:has-text('warn:accuracy>=baseline-0.1')")
+    assert model_tags(page, notebook.name)[7] == [
+        "metrics",
+        "check:accuracy>=0.5",
+        "warn:accuracy>=baseline-0.1",
+    ]
+
+
 def test_cell_toolbar_tag_dialog_refuses_a_bad_check(
     lab: Lab, page: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
