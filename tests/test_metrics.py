@@ -154,7 +154,8 @@ def test_kale_pipeline_metrics_that_print_parameters_record_them_as_metrics(
     "cell, tags, code, words",
     [
         (METRICS_CELL, ["metrics", "check:accuracy"], "bad-tag", "METRIC OP VALUE"),
-        (METRICS_CELL, ["metrics", "check:accuracy>>0.8"], "bad-tag", "neither a number"),
+        (METRICS_CELL, ["metrics", "check:accuracy>>0.8"], "bad-tag", "expected METRIC OP VALUE"),
+        (METRICS_CELL, ["metrics", "check:accuracy>="], "bad-tag", "expected METRIC OP VALUE"),
         (METRICS_CELL, ["metrics", "check:accuracy>=basline-1"], "bad-tag", "baseline"),
         (LOAD_CELL, ["task:load", "check:accuracy>=0.8"], "misplaced-check", "metrics"),
         (LOAD_CELL, ["task:load", "drift:nothing<0.2"], "unknown-drift-input", "raw"),

@@ -33,7 +33,9 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 METRIC_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*$")
 _CONDITION_RE = re.compile(
-    r"^\s*(?P<metric>[^<>=!\s]+)\s*(?P<op><=|>=|==|<|>)\s*(?P<rhs>\S.*?)\s*$"
+    # The value may not start with an operator's character: `accuracy>=` is then "no value",
+    # not `>` with the value "=".
+    r"^\s*(?P<metric>[^<>=!\s]+)\s*(?P<op><=|>=|==|<|>)\s*(?P<rhs>[^<>=\s].*?)\s*$"
 )
 _BASELINE_RE = re.compile(
     r"^baseline\s*(?:(?P<sign>[+-])\s*(?P<offset>[0-9]*\.?[0-9]+(?:e-?\d+)?))?$"

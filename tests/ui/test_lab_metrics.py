@@ -159,7 +159,7 @@ def _wait_enabled(page: Any, selector: str) -> None:
 # Mistakes a user makes typing a check, and the compiler's words shown for each.
 CHECK_MISTAKES = [
     ("accuracy=>0.8", "expected METRIC OP VALUE with OP one of < <= > >= =="),
-    ("accuracy>=", "is neither a number nor baseline±NUMBER"),
+    ("accuracy>=", "expected METRIC OP VALUE with OP one of < <= > >= =="),
     ("accuracy>=baseline+x", "'baseline+x' is neither a number nor baseline±NUMBER"),
     ("warn:f1 != 0.7", "expected METRIC OP VALUE"),
 ]
