@@ -147,7 +147,7 @@ class Driver:
         self.state: RunState | None = None
         self.notebook_snapshot: dict[str, Any] | None = None
         self.manifest_writer: ThreadPoolExecutor | None = None
-        self.manifest_writes: list[Future[None]] = []
+        self.manifest_writes: list[Future[Any]] = []
 
     # -- the run, top to bottom -------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -284,19 +284,24 @@ class Driver:
         if instruction.written_by is not None and self.session is not None:
             # Its large outputs are still being written on that worker: the worker writes the
             # manifest after them, and the run does not wait (store_writes.py). A later run in
-            # this process waits for it at its plan.
-            self.session.client.run(
-                commit_when_stored,
-                self.store.url,
-                instruction.cache_key,
-                manifest,
-                list(instruction.pending_digests),
-                workers=[instruction.written_by],
-                wait=False,
-            )
+            # this process waits for it at its plan. Asked from the writer thread too: the
+            # call is a round trip to the scheduler, and the tasks that read those outputs are
+            # submitted after this instruction.
             outputs = manifest.get("outputs") or {}
             nbytes = sum(int(info.get("stored_bytes") or 0) for info in outputs.values())
             commit_handed_out(self.store, instruction.cache_key, nbytes)
+            self.manifest_writes.append(
+                self.manifest_writer.submit(
+                    self.session.client.run,
+                    commit_when_stored,
+                    self.store.url,
+                    instruction.cache_key,
+                    manifest,
+                    list(instruction.pending_digests),
+                    workers=[instruction.written_by],
+                    wait=False,
+                )
+            )
             return
         self.manifest_writes.append(
             self.manifest_writer.submit(self.store.write_manifest, instruction.cache_key, manifest)
