@@ -174,3 +174,27 @@ def test_a_cluster_kiln_started_has_stored_everything_when_the_run_returns(featu
     assert set(entries) == {"features", "mean_model", "spread_model", "evaluate"}
     expected = np.random.default_rng(7).normal(size=ROWS)
     assert np.array_equal(_stored_value(nb.parent, entries["features"], "features"), expected)
+
+
+def test_clearing_the_cache_after_a_run_leaves_nothing_to_wait_for(
+    features_pipeline, dask_scheduler_address
+):
+    # `rm -rf .kiln` while the server (one process) stays up: the next run computes afresh. It
+    # used to wait for the deleted entry until its deadline, then call it "not written in time".
+    import shutil
+
+    from distributed import Client
+
+    from compiler.runtime.store_writes import flush_store_writes
+
+    spec, nb = features_pipeline
+    first = run_pipeline(spec, notebook_path=nb, scheduler=dask_scheduler_address)
+    assert first.ok, first.error
+    with Client(dask_scheduler_address) as client:
+        client.run(flush_store_writes)  # the entry is on disk...
+    assert "features" in _entries(nb.parent)
+    shutil.rmtree(nb.parent / ".kiln")  # ...and the user clears the cache
+    again = run_pipeline(spec, notebook_path=nb, scheduler=dask_scheduler_address)
+    assert again.ok, again.error
+    assert set(_statuses(again).values()) == {"done"}
+    assert [t.cache_note for t in again.tasks] == [None] * len(again.tasks)

@@ -448,6 +448,25 @@ class ArtifactStore:
     def has_manifest(self, key: str) -> bool:
         return self._exists(self.manifest_path(key))
 
+    def _pending_path(self, key: str) -> str:
+        return self._path("cache", f"{check_digest(key)}.pending")
+
+    def mark_pending(self, key: str) -> None:
+        """Say that a worker will write the entry for `key` (store_writes.py); the worker
+        removes the mark once it has. A mark gone with no entry (the user deleted `.kiln/`)
+        tells a waiting run that there is nothing left to wait for."""
+        temp, file = self._create_temp(self._path("cache"))
+        with file as f:
+            f.write(b"{}")
+        self._publish(temp, self._pending_path(key))
+
+    def is_pending(self, key: str) -> bool:
+        return self._exists(self._pending_path(key))
+
+    def clear_pending(self, key: str) -> None:
+        with contextlib.suppress(OSError):
+            self._rm(self._pending_path(key))
+
     def _unstored_path(self, key: str) -> str:
         return self._path("cache", f"{check_digest(key)}.unstored")
 

@@ -289,6 +289,7 @@ class Driver:
             # submitted after this instruction.
             outputs = manifest.get("outputs") or {}
             nbytes = sum(int(info.get("stored_bytes") or 0) for info in outputs.values())
+            self.store.mark_pending(instruction.cache_key)
             commit_handed_out(self.store, instruction.cache_key, nbytes)
             self.manifest_writes.append(
                 self.manifest_writer.submit(

@@ -103,6 +103,8 @@ class _WorkerWrites:
                 store.write_manifest(cache_key, manifest)
         except Exception as exc:  # the store went away: the entry is lost, not the run
             logger.warning("kiln: cache entry %s was not written: %s", cache_key, exc)
+        finally:
+            store.clear_pending(cache_key)  # after the entry: a waiting run looks there first
 
     def flushed(self) -> Future[None]:
         return self.pool.submit(lambda: None)
@@ -179,7 +181,8 @@ def commit_handed_out(store: ArtifactStore, cache_key: str, nbytes: int) -> None
 
 def await_commit(store: ArtifactStore, cache_key: str) -> str | None:
     """Wait until the entry for `cache_key` that this process handed to a worker is written or
-    known lost. Returns why it was not stored, else None. Immediate for any other key."""
+    known lost. Returns why it was not stored, else None. Immediate for any other key, and
+    when the store no longer holds the entry's pending mark (the user cleared `.kiln/`)."""
     with _handed_lock:
         deadline = _handed_out.get((store.root, cache_key))
     if deadline is None:
@@ -189,7 +192,7 @@ def await_commit(store: ArtifactStore, cache_key: str) -> str | None:
         if store.has_manifest(cache_key):
             break
         why = store.take_unstored(cache_key)
-        if why is not None:
+        if why is not None or not store.is_pending(cache_key):
             break
         if time.monotonic() >= deadline:
             why = "its worker did not write it in time (the worker may have ended)"
