@@ -13,6 +13,7 @@ import pytest
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 from compiler.cli.main import main
+from tests.test_metrics import DECLARED_ORDER
 from tests.test_server import Kiln, jp_server_config, kiln, root, run  # noqa: F401
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -42,14 +43,7 @@ def test_metrics_lists_each_runs_values_verdicts_and_the_baseline(
     assert warn["passed"] is False and warn["tag"] == "warn:scores.logreg.f1>=0.8"
     assert answer["baseline"] == {"run_id": second["run_id"], "pinned": False}
     # In the notebook's order (the metrics cell's names, then kiln.log_metric's), as the CLI.
-    assert answer["metrics"] == [
-        "accuracy",
-        "scores.logreg.f1",
-        "recall.class_0",
-        "recall.class_1",
-        "recall.class_2",
-        "train_rows",
-    ]
+    assert answer["metrics"] == DECLARED_ORDER
     assert list(second["metrics"]) == answer["metrics"]
     assert len(kiln.get("metrics", path="work/monitored_wine.ipynb", limit="1")["runs"]) == 1
 

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 # The browser and lab settings of the UI tests: the benchmark measures the same set-up. The
 # module skips itself (pytest's Skipped, a BaseException) where Chromium is missing.
 try:
-    from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, LAB_SETTINGS
+    from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS, lab_environment
 except BaseException as missing:  # noqa: BLE001
     sys.exit(f"ui_bench: {missing}")
 
@@ -107,18 +107,7 @@ class Lab:
     def __init__(self, base: Path, extra_args: list[str]):
         self.root = base / "notebooks"
         self.root.mkdir()
-        settings = base / "settings"
-        for name, content in LAB_SETTINGS.items():
-            target = settings / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(content))
-        env = dict(
-            os.environ,
-            JUPYTERLAB_SETTINGS_DIR=str(settings),
-            JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
-            JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-            PYTHONPATH=os.pathsep.join([str(TREE), os.environ.get("PYTHONPATH", "")]),
-        )
+        env = lab_environment(base, TREE)
         built = TREE / "jupyter_ext" / "labextension"
         if (built / "package.json").exists():
             # This tree's frontend ahead of an installed copy (JupyterLab takes the first

@@ -72,26 +72,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    base = tmp_path_factory.mktemp("lab")
-    root = base / "notebooks"
-    root.mkdir()
+def lab_environment(base: Path, tree: Path | None = None) -> dict[str, str]:
+    """The environment of a JupyterLab kept apart from the user's: its settings (LAB_SETTINGS),
+    workspaces and runtime files under `base`, and the `compiler` of `tree` (default: this
+    checkout) importable. The browser tests and tests/benchmarks/ui_bench.py start their labs
+    with it."""
     settings = base / "settings"
     for name, content in LAB_SETTINGS.items():
         target = settings / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(content))
-    env = dict(
+    return dict(
         os.environ,
         JUPYTERLAB_SETTINGS_DIR=str(settings),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
-        KILN_RUN_SCHEDULER="1",  # the server runs due schedules (c.KilnExtension.run_scheduler)
         PYTHONPATH=os.pathsep.join(
-            [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
+            [str(tree or Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
         ),
     )
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    base = tmp_path_factory.mktemp("lab")
+    root = base / "notebooks"
+    root.mkdir()
+    env = lab_environment(base)
+    env["KILN_RUN_SCHEDULER"] = "1"  # the server runs due schedules (c.KilnExtension.run_scheduler)
     port = _free_port()
     token = secrets.token_hex(16)
     log = base / "lab.log"

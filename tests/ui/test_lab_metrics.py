@@ -3,13 +3,12 @@ per metric, the latest run's verdicts, the baseline, and the metrics cell's badg
 JupyterLab in headless Chromium. The runs are made with `kiln run` on the session's cluster,
 into the lineage database the server reads.
 
-The screenshot goes to $KILN_SCREENSHOT_DIR, else a temporary folder (never the git tree).
+Screenshots go to the suite's `screenshots` folder (tests/ui/conftest.py: git-ignored).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ import pytest
 from compiler.cli.main import main
 from compiler.compile.api import compile_notebook
 from tests.nbutil import make_notebook
+from tests.test_metrics import DECLARED_ORDER
 
 from .conftest import Lab
 from .test_lab_pipeline import PANEL, _dismiss_toasts, cell, open_notebook, open_panel, select_cell
@@ -38,7 +38,7 @@ RUNS = [
 
 
 def test_metrics_section_after_three_runs(
-    lab: Lab, page: Any, dask_scheduler_address: str, tmp_path_factory: pytest.TempPathFactory
+    lab: Lab, page: Any, dask_scheduler_address: str, screenshots: Path
 ) -> None:
     notebook = lab.root / "monitored_wine.ipynb"
     shutil.copy(NOTEBOOKS / "monitored_wine.ipynb", notebook)
@@ -62,14 +62,7 @@ def test_metrics_section_after_three_runs(
     # The charts come in the library's order of the metrics (the server's list), not re-sorted:
     # the metrics cell's names first, as it reads them, then kiln.log_metric's as first logged.
     assert charts == _metrics_api(lab, notebook.name)["metrics"]
-    assert charts == [
-        "accuracy",
-        "scores.logreg.f1",
-        "recall.class_0",
-        "recall.class_1",
-        "recall.class_2",
-        "train_rows",
-    ]
+    assert charts == DECLARED_ORDER
     # Chart.js drew on each canvas (a blank canvas has no non-transparent pixel).
     drawn = section.locator(".kiln-MetricChart[data-metric='accuracy'] canvas").evaluate(
         "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4"
@@ -111,16 +104,14 @@ def test_metrics_section_after_three_runs(
 
     _dismiss_toasts(page)
     section.scroll_into_view_if_needed()
-    folder = Path(os.environ.get("KILN_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "08-metrics.png"
+    shot = screenshots / "08-metrics.png"
     page.screenshot(path=str(shot))
     chart = section.locator(".kiln-MetricChart[data-metric='accuracy']")
     chart.scroll_into_view_if_needed()
-    chart.screenshot(path=str(folder / "08-metrics-accuracy-chart.png"))
+    chart.screenshot(path=str(screenshots / "08-metrics-accuracy-chart.png"))
     badge.scroll_into_view_if_needed()
-    page.screenshot(path=str(folder / "09-metrics-cell-badge.png"))
-    print(f"screenshots: {shot}, {folder / '09-metrics-cell-badge.png'}")
+    page.screenshot(path=str(screenshots / "09-metrics-cell-badge.png"))
+    print(f"screenshots: {shot}, {screenshots / '09-metrics-cell-badge.png'}")
 
 
 def _metrics_api(lab: Lab, name: str) -> dict[str, Any]:
@@ -166,7 +157,7 @@ CHECK_MISTAKES = [
 
 
 def test_tag_editor_checks_metrics_fields_as_you_type(
-    lab: Lab, page: Any, tmp_path_factory: pytest.TempPathFactory
+    lab: Lab, page: Any, screenshots: Path
 ) -> None:
     """A user makes cell 7 the metrics cell and types checks in the Pipeline panel's tag
     editor, then a drift limit on the load task: each mistake shows the compiler's message
@@ -213,9 +204,7 @@ def test_tag_editor_checks_metrics_fields_as_you_type(
     assert warning.startswith("warning: line 2: 'check:precision>=0.9' checks 'precision'")
     assert "which the metrics cell does not read" in warning
     _dismiss_toasts(page)
-    folder = Path(os.environ.get("KILN_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "21-tag-editor-metrics-checks.png"
+    shot = screenshots / "21-tag-editor-metrics-checks.png"
     page.locator(f"{PANEL} .kiln-Panel-cell").screenshot(path=str(shot))
     print(f"screenshot: {shot}")
     checks.fill("accuracy>=0.5\nprecision>=0.9")
@@ -311,7 +300,7 @@ def test_tag_editor_shows_a_bad_check_written_by_hand_when_the_cell_is_selected(
 
 
 def test_cell_toolbar_tag_dialog_refuses_a_bad_check(
-    lab: Lab, page: Any, tmp_path_factory: pytest.TempPathFactory
+    lab: Lab, page: Any, screenshots: Path
 ) -> None:
     """The same editor in the cell toolbar's dialog: a bad check shows the compiler's message
     under Checks, the dialog's Apply is off and Enter does not close it; Apply clicked before the
@@ -339,9 +328,7 @@ def test_cell_toolbar_tag_dialog_refuses_a_bad_check(
     page.keyboard.press("Enter")  # the dialog's default button: refused while a field is invalid
     assert page.locator(dialog).is_visible()
     _dismiss_toasts(page)
-    folder = Path(os.environ.get("KILN_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "22-tag-dialog-bad-check.png"
+    shot = screenshots / "22-tag-dialog-bad-check.png"
     page.locator(f"{dialog} .jp-Dialog-content").screenshot(path=str(shot))
     print(f"screenshot: {shot}")
     page.locator(f"{dialog} .jp-Dialog-button:not(.jp-mod-accept)").click()
