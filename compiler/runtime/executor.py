@@ -634,17 +634,13 @@ def _in_notebook_folder(payload: Mapping[str, Any]) -> Iterator[None]:
     modules = str(payload.get("module_dir") or folder)
     forget_local_modules(modules)
     previous = os.getcwd()
-    # `%env NAME=value` and os.environ[...] = ... last for the task, as for a kernel's notebook;
-    # the worker process outlives it and serves other notebooks. (Copied and compared as
-    # os.environ's bytes: through os.environ, decoding each name and value, this was a sixth
-    # of a trivial task's time on the worker.)
-    environment = _environ_snapshot()
+    # Environment variables a cell sets (`%env`) are put back by `_isolated`, which every
+    # caller wraps this in.
     os.chdir(folder)
     sys.path.insert(0, modules)
     try:
         yield
     finally:
-        _restore_environ(environment)
         os.chdir(previous)
         with contextlib.suppress(ValueError):
             sys.path.remove(modules)
@@ -1084,7 +1080,7 @@ def evaluate_parameters(payload: dict[str, Any]) -> dict[str, Any]:
     shell = get_shell()
     fresh_namespace(shell, {})
     try:
-        with _in_notebook_folder(payload):
+        with _isolated(), _in_notebook_folder(payload):
             for where, source in (
                 ("setup code", payload.get("setup", "")),
                 ("parameters cell", payload.get("source", "")),
