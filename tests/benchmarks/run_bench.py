@@ -177,7 +177,10 @@ if __name__ == "__main__":
     with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
                       silence_logs=logging.CRITICAL) as cluster, Client(cluster) as client:
-        left, right = client.submit(spin, {loops}), client.submit(spin, {loops})
+        # pure=False: the two calls have equal arguments, and Dask would run one task for both
+        # (the same key), where the notebook's two branches are two tasks.
+        left = client.submit(spin, {loops}, pure=False)
+        right = client.submit(spin, {loops}, pure=False)
         print(left.result(), right.result())
 """
 
