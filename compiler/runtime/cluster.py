@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.model.units import format_bytes
+from compiler.runtime.clients import POOL, dashboard_link
 
 RESOURCE_NAMES = {"cpu": "CPU", "memory": "MEMORY", "gpu": "GPU"}
 WORKER_WAIT_S = 30.0
@@ -77,6 +78,8 @@ def close_local_cluster(cluster: Any, timeout: float) -> None:
     from distributed import Client
 
     with contextlib.suppress(Exception):
+        POOL.forget(str(cluster.scheduler_address))
+    with contextlib.suppress(Exception):
         with Client(cluster.scheduler_address, timeout="10s") as client:
             flush_store_writes_on(client)
     with contextlib.suppress(Exception):
@@ -127,14 +130,19 @@ class ClusterSession:
     cluster: Any = None  # the LocalCluster we started, None for an existing cluster
     dashboard: str | None = None
     extra_workers: list[str] = field(default_factory=list)
+    # An existing cluster's address: its client is borrowed from clients.POOL, given back here.
+    borrowed_from: str | None = None
 
     @property
     def owned(self) -> bool:
         return self.cluster is not None
 
     def close(self) -> None:
-        """Close the client; close the cluster only if this run started it, once its workers
-        have stored what they still had to write (store_writes.py)."""
+        """Close (or give back) the client; close the cluster only if this run started it, once
+        its workers have stored what they still had to write (store_writes.py)."""
+        if self.borrowed_from is not None:
+            POOL.give_back(self.borrowed_from, self.client)
+            return
         try:
             if self.cluster is not None:
                 flush_store_writes_on(self.client)
@@ -242,12 +250,10 @@ def open_cluster(
 ) -> ClusterSession:
     """Connect to the configured cluster (see `configured_scheduler_address`, which includes
     the cluster of `kiln cluster start`), or start a LocalCluster of worker processes."""
-    from distributed import Client
-
     address = configured_scheduler_address(scheduler) or warm_cluster_address()
     if address:
-        client = Client(address, timeout="30s")
-        return ClusterSession(client=client, dashboard=_dashboard_link(client))
+        client, dashboard = POOL.borrow(address)
+        return ClusterSession(client=client, dashboard=dashboard, borrowed_from=address)
 
     return start_run_cluster(workers, memory_limit, forkserver=_start_forkserver())
 
@@ -268,7 +274,7 @@ def start_run_cluster(
     with dask.config.set({"distributed.worker.multiprocessing-method": method}):
         cluster = start_local_cluster(local_cluster_options(workers, memory_limit))
     client = Client(cluster)
-    return ClusterSession(client=client, cluster=cluster, dashboard=_dashboard_link(client))
+    return ClusterSession(client=client, cluster=cluster, dashboard=dashboard_link(client))
 
 
 class LocalClusterStart:
@@ -369,15 +375,6 @@ def warm_cluster_address() -> str | None:
     from compiler.runtime.warm import live_scheduler_address
 
     return live_scheduler_address()
-
-
-def _dashboard_link(client: Any) -> str | None:
-    try:
-        if "dashboard" not in (client.scheduler_info().get("services") or {}):
-            return None
-        return str(client.dashboard_link)
-    except Exception:
-        return None
 
 
 def worker_capacities(client: Any) -> list[WorkerCapacity]:

@@ -524,6 +524,15 @@ class Driver:
 
     def _close_session(self) -> None:
         if self.session is not None:
+            if not self.session.owned:
+                # The client outlives the run (clients.py): the run's futures would hold their
+                # values in the cluster's memory until they are garbage collected.
+                for future in [*self.futures.values(), *self.load_futures.values()]:
+                    if future is not None:
+                        with contextlib.suppress(Exception):
+                            future.release()
+                self.futures.clear()
+                self.load_futures.clear()
             self.session.close()
             self.session = None
 
