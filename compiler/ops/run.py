@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from compiler.compile.cache import compiled_spec
 from compiler.lineage.alerts import notify_run_end, raise_alert
@@ -83,54 +83,43 @@ def prepare_run(
     return PreparedRun(path, spec, typed, run_id or new_run_id(), diagnostics)
 
 
-def run_notebook(
-    prepared: PreparedRun,
-    *,
-    listeners: Iterable[Listener] = (),
-    lineage_db: str | None = None,
-    lineage_store: LineageStore | None = None,
-    record_lineage: bool = True,
-    rerun_of: str | None = None,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    memory_limit: int | str | None = None,
-    use_cache: bool = True,
-    force: Iterable[str] = (),
-    store_url: str | None = None,
-    output_notebook: str | Path | None = None,
-    working_dir: str | Path | None = None,
-    notebook_json: Mapping[str, Any] | None = None,
-    cell_events: bool = False,
-    cell_timeout: float | None = None,
-    cluster_start: LocalClusterStart | None = None,
-) -> RunResult:
+class RunOptions(TypedDict, total=False):
+    """How a run goes, whichever face asks for it: run_spec's keyword arguments (their
+    defaults and meanings are there), taken by run_notebook as they are."""
+
+    on_event: Listener | None
+    listeners: Iterable[Listener]
+    lineage_db: str | None
+    lineage_store: LineageStore | None
+    record_lineage: bool
+    rerun_of: str | None
+    scheduler: str | None
+    workers: int | None
+    memory_limit: int | str | None
+    use_cache: bool
+    force: Iterable[str]
+    store_url: str | None
+    output_notebook: str | Path | None
+    working_dir: str | Path | None
+    cancel: threading.Event | None
+    notebook_json: Mapping[str, Any] | None
+    cell_events: bool
+    cell_timeout: float | None
+    cluster_start: LocalClusterStart | None
+
+
+def run_notebook(prepared: PreparedRun, **options: Unpack[RunOptions]) -> RunResult:
     """Run a prepared notebook on Dask, recorded in lineage (`lineage_db`: a SQLAlchemy URL;
     default $KILN_LINEAGE_DB, else `.kiln/lineage.db` beside the notebook, or in
     `working_dir`), or in `lineage_store` (an open store the caller closes). Raises what the
     runtime raises before anything runs (ResourceUnavailable, ValueError); task failures are in
-    the result."""
+    the result. `options`: see run_spec."""
     return run_spec(
         prepared.spec,
         notebook_path=prepared.notebook_path,
         params=prepared.parameters,
         run_id=prepared.run_id,
-        listeners=listeners,
-        lineage_db=lineage_db,
-        lineage_store=lineage_store,
-        record_lineage=record_lineage,
-        rerun_of=rerun_of,
-        scheduler=scheduler,
-        workers=workers,
-        memory_limit=memory_limit,
-        use_cache=use_cache,
-        force=force,
-        store_url=store_url,
-        output_notebook=output_notebook,
-        working_dir=working_dir,
-        notebook_json=notebook_json,
-        cell_events=cell_events,
-        cell_timeout=cell_timeout,
-        cluster_start=cluster_start,
+        **options,
     )
 
 
