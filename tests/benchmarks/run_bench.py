@@ -294,7 +294,7 @@ def bench_trivial(folder: Path, address: str, n_tasks: int) -> dict[str, float]:
 
     kiln_once(False)  # warm up the workers' shells
     raw, kiln_off, kiln_on = [], [], []
-    for _ in range(3):  # in turns, so a burst of load on the machine hits all three alike
+    for _ in range(5):  # in turns, so a burst of load on the machine hits all three alike
         raw.append(raw_once())
         kiln_off.append(kiln_once(False))
         kiln_on.append(kiln_once(True))
@@ -373,7 +373,7 @@ def bench_array(folder: Path, address: str, megabytes: int) -> dict[str, float]:
 
     raw, kiln_off, kiln_on, kiln_stored, kiln_hit, check_off = [], [], [], [], [], []
     with Client(address) as flusher:
-        for _ in range(3):
+        for _ in range(5):
             raw.append(raw_once())
             kiln_off.append(kiln(use_cache=False))
             check_off.append(checks[-1])
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     loops = 3_000_000 if args.quick else 55_000_000  # ~2.5 s per branch here
     n_tasks = 50 if args.quick else 500
     megabytes = 50 if args.quick else 500
-    repeat = 1 if args.quick else 2
+    repeat = 1 if args.quick else 3
 
     ensure_kernel()
     folder = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
