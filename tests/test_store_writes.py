@@ -198,3 +198,39 @@ def test_clearing_the_cache_after_a_run_leaves_nothing_to_wait_for(
     assert again.ok, again.error
     assert set(_statuses(again).values()) == {"done"}
     assert [t.cache_note for t in again.tasks] == [None] * len(again.tasks)
+
+
+def test_a_large_output_is_written_once_its_reader_on_that_worker_is_done(make_pipeline):
+    # Dask runs the reader where the value is. Writing 24 MB (500 MB in the run benchmark)
+    # while the reader computes would share the worker's memory bandwidth and cores with it,
+    # so the write waits for a quiet moment on the worker (up to WRITE_YIELD_S).
+    spec, nb = make_pipeline(
+        tasks=[
+            {
+                "name": "features",
+                "source": f"import numpy as np\nfeatures = np.arange({ROWS}, dtype=float)",
+                "outputs": ["features"],
+            },
+            {
+                "name": "train",
+                "source": (
+                    "import pathlib, time\n"
+                    "time.sleep(0.4)  # training\n"
+                    "model = float(features.mean())\n"
+                    "pathlib.Path('trained_at.txt').write_text(repr(time.time()))"
+                ),
+                "inputs": {"features": "features"},
+                "outputs": ["model"],
+            },
+        ]
+    )
+    result = run_pipeline(spec, notebook_path=nb, workers=1)  # one worker: both tasks on it
+    assert result.ok, result.error
+    trained_at = float((nb.parent / "trained_at.txt").read_text())
+    digest = _entries(nb.parent)["features"]["outputs"]["features"]["digest"]
+    artifact = Path(ArtifactStore(str(nb.parent / ".kiln")).artifact_path(digest))
+    assert artifact.stat().st_mtime >= trained_at  # written after the reader, not beside it
+    assert np.array_equal(
+        _stored_value(nb.parent, _entries(nb.parent)["features"], "features"),
+        np.arange(ROWS, dtype=float),
+    )

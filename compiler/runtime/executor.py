@@ -32,7 +32,7 @@ from compiler.runtime.cache import store_at
 from compiler.runtime.digest import InputCheck, value_digest
 from compiler.runtime.monitor import TaskMonitor
 from compiler.runtime.rebind import bind_to_namespace
-from compiler.runtime.store_writes import should_defer, store_later
+from compiler.runtime.store_writes import should_defer, store_later, task_running
 
 # -- errors injected into the task's thread -------------------------------------------------
 
@@ -895,6 +895,13 @@ def execute_task(payload: dict[str, Any], *upstream_outcomes: dict[str, Any]) ->
     are the outcomes of the tasks that produce its inputs, resolved by Dask on this worker.
     Raises TaskFailed (carrying the record) when a cell raises.
     """
+    with task_running():  # large outputs' writes wait for a quiet moment (store_writes.py)
+        return _execute_task(payload, upstream_outcomes)
+
+
+def _execute_task(
+    payload: dict[str, Any], upstream_outcomes: tuple[dict[str, Any], ...]
+) -> dict[str, Any]:
     started = time.time()
     cpu_started = _cpu_seconds()
     worker = _current_worker()
