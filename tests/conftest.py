@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,13 @@ from compiler.model.hashing import file_digest
 @pytest.fixture(scope="session")
 def dask_scheduler_address() -> Iterator[str]:
     """One LocalCluster (2 worker processes, 1 thread each) shared by runtime tests."""
-    from distributed import LocalCluster
-
     from compiler.runtime.cluster import local_worker_resources
+    from tests.clusters import loopback_cluster
 
     memory = 4 * 1024**3
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
+    cluster = loopback_cluster(
+        2,
         dashboard_address="127.0.0.1:0",
-        silence_logs=logging.CRITICAL,
         memory_limit=memory,
         resources=local_worker_resources(memory, 0),
     )

@@ -15,25 +15,12 @@ import pytest
 
 from compiler.runtime import run_pipeline
 from compiler.runtime.clients import POOL
-
-
-def _cluster(**options: Any) -> Any:
-    from distributed import LocalCluster
-
-    return LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-        **options,
-    )
+from tests.clusters import loopback_cluster
 
 
 @pytest.fixture
 def cluster() -> Iterator[Any]:
-    cluster = _cluster()
+    cluster = loopback_cluster()
     try:
         yield cluster
     finally:
@@ -101,7 +88,7 @@ def test_a_cluster_that_went_away_gets_a_new_connection_and_no_error_log(
     make_pipeline: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     spec, notebook = _two_tasks(make_pipeline)
-    gone = _cluster()
+    gone = loopback_cluster()
     address = gone.scheduler_address
     run_pipeline(spec, notebook_path=notebook, scheduler=address, use_cache=False)
     gone.close()  # not by Kiln: its pooled client is left reconnecting
@@ -109,7 +96,7 @@ def test_a_cluster_that_went_away_gets_a_new_connection_and_no_error_log(
     # The same address served again (a cluster restarted on its port), then a run on it.
     port = int(address.rsplit(":", 1)[1])
     with caplog.at_level(logging.WARNING, logger="distributed.client"):
-        again = _cluster(scheduler_kwargs={"port": port})
+        again = loopback_cluster(scheduler_kwargs={"port": port})
         try:
             result = run_pipeline(spec, notebook_path=notebook, scheduler=address, use_cache=False)
             assert result.status == "succeeded"

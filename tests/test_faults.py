@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import math
 import os
 import socket
@@ -30,17 +29,9 @@ pytestmark = pytest.mark.timeout(300)
 def plain_cluster():
     """One worker process under a nanny, declaring no resources (as `dask worker` does by
     default): memory requests are placed by the workers' memory limits."""
-    from distributed import LocalCluster
+    from tests.clusters import loopback_cluster
 
-    cluster = LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,
-        memory_limit=2 * 1024**3,
-    )
+    cluster = loopback_cluster(memory_limit=2 * 1024**3)
     try:
         yield cluster
     finally:

@@ -227,10 +227,11 @@ def test_a_large_output_is_written_once_its_reader_on_that_worker_is_done(make_p
     result = run_pipeline(spec, notebook_path=nb, workers=1)  # one worker: both tasks on it
     assert result.ok, result.error
     trained_at = float((nb.parent / "trained_at.txt").read_text())
-    digest = _entries(nb.parent)["features"]["outputs"]["features"]["digest"]
+    features = _entries(nb.parent)["features"]
+    digest = features["outputs"]["features"]["digest"]
     artifact = Path(ArtifactStore(str(nb.parent / ".kiln")).artifact_path(digest))
     assert artifact.stat().st_mtime >= trained_at  # written after the reader, not beside it
     assert np.array_equal(
-        _stored_value(nb.parent, _entries(nb.parent)["features"], "features"),
+        _stored_value(nb.parent, features, "features"),
         np.arange(ROWS, dtype=float),
     )
